@@ -1,0 +1,58 @@
+# SMILE build and test entry points. `make run` and `make test` do all set-up
+# (Debian packages, the default model download) themselves.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/smile
+# Tests and the smoke benchmarks keep their model in the repository's cache.
+TEST_DATA ?= $(CURDIR)/.cache/smile-test
+export SMILE_TEST_DATA_DIR := $(TEST_DATA)
+FUZZTIME ?= 5s
+
+.PHONY: all deps build run test check unit fuzz bench-smoke bench bench-full reference clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/smile
+
+# The main job on the embedded default: embed three texts with use-lite
+# (pulled into ~/.smile on first use) and print their cosine matrix.
+run: build
+	$(BIN) embed --cosine "the movie was great" "a wonderful film" "stock prices fell"
+
+# Everything CI runs: formatting, vet, the race-enabled test suite (parity
+# tests on the real weights included), a short fuzz of every decoder and
+# tokenizer, and one iteration of every benchmark.
+test: build check
+	@test -f $(TEST_DATA)/backbones/use-lite || $(BIN) --data-dir $(TEST_DATA) pull use-lite
+	$(GO) test -race -count=1 -timeout 20m ./...
+	FUZZTIME=$(FUZZTIME) scripts/fuzz-short.sh
+	$(MAKE) --no-print-directory bench-smoke
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) build ./...
+	$(GO) vet -tags purego ./...
+
+# Benchmarks, once each, so they never rot; and the CLI benchmarks, quick.
+bench-smoke: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+	$(BIN) --data-dir $(TEST_DATA) bench gemm --quick --json
+	$(BIN) --data-dir $(TEST_DATA) bench forward --quick --json
+
+# Full benchmark runs for docs/BENCHMARKS.md.
+bench: build
+	$(BIN) bench gemm --json
+	$(BIN) bench forward --json
+
+# Regenerate the JS reference outputs and measure the JS library (needs npm).
+reference:
+	cd scripts/reference && npm ci --no-audit --no-fund && node gen.js && node bench.js
+
+clean:
+	rm -rf bin .cache

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/smile-vplm/smile/gpu"
+	"github.com/smile-vplm/smile/gpu/cpu"
+	"github.com/smile-vplm/smile/gpu/prof"
+	"github.com/smile-vplm/smile/internal/benchdata"
+	"github.com/smile-vplm/smile/internal/zoo"
+	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/model/bert"
+)
+
+type benchOpts struct {
+	quick  bool
+	asJSON bool
+}
+
+func newBenchCmd(g *globals) *cobra.Command {
+	o := &benchOpts{}
+	cmd := &cobra.Command{
+		Use:   "bench gemm|forward",
+		Short: "Benchmarks of the compute path, printed as JSON lines",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			switch args[0] {
+			case "gemm":
+				return benchGemm(cmd.Context(), g, o, out)
+			case "forward":
+				return benchForward(cmd.Context(), g, o, out)
+			default:
+				return usagef("bench: unknown benchmark %q (want gemm or forward)", args[0])
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&o.quick, "quick", false, "short runs (the whole benchmark in well under 60 s)")
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print JSON lines only (default: JSON lines too, plus a note on stderr)")
+	return cmd
+}
+
+func emit(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// gemmShapes are BERT-base's: the attention projections and the two FFN GEMMs
+// for a 128-token sequence.
+var gemmShapes = [][3]int{{128, 768, 768}, {128, 3072, 768}, {128, 768, 3072}}
+
+func benchGemm(ctx context.Context, g *globals, o *benchOpts, w io.Writer) error {
+	minTime := 2 * time.Second
+	if o.quick {
+		minTime = 300 * time.Millisecond
+	}
+	res := map[string]map[[3]int]float64{}
+	for _, backend := range cpu.Available() {
+		dev, err := cpu.New(cpu.Config{Threads: g.threads, Backend: backend})
+		if err != nil {
+			return err
+		}
+		res[backend] = map[[3]int]float64{}
+		for _, s := range gemmShapes {
+			gf, err := gpu.BenchGemm(ctx, dev, s[0], s[1], s[2], minTime)
+			if err != nil {
+				return err
+			}
+			res[backend][s] = gf
+			if err := emit(w, map[string]any{"bench": "gemm", "backend": backendLabel(backend), "m": s[0], "n": s[1], "k": s[2],
+				"gflops": round(gf, 1), "threads": dev.Threads()}); err != nil {
+				return err
+			}
+		}
+	}
+	if len(res) == 2 {
+		for _, s := range gemmShapes {
+			if err := emit(w, map[string]any{"bench": "gemm-ratio", "m": s[0], "n": s[1], "k": s[2],
+				"cpu_over_purego": round(res["openblas"][s]/res["purego"][s], 2)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// backendLabel is the name the issue's JSON uses: "cpu" is the default
+// (OpenBLAS) backend, "purego" the fallback.
+func backendLabel(b string) string {
+	if b == "openblas" {
+		return "cpu"
+	}
+	return b
+}
+
+func round(v float64, digits int) float64 {
+	p := 1.0
+	for range digits {
+		p *= 10
+	}
+	return float64(int64(v*p+0.5)) / p
+}
+
+// forwardResult is one line of `smile bench forward`.
+type forwardResult struct {
+	Bench        string  `json:"bench"`
+	Backbone     string  `json:"backbone"`
+	Backend      string  `json:"backend"`
+	Texts        string  `json:"texts,omitempty"`
+	Batch        int     `json:"batch"`
+	Seq          int     `json:"seq"`
+	MeanTokens   float64 `json:"mean_tokens"`
+	SeqPerS      float64 `json:"seq_per_s"`
+	GemmFraction float64 `json:"gemm_fraction"`
+	GemmGFlops   float64 `json:"gemm_gflops"`
+	TotalOverGem float64 `json:"total_over_gemm"`
+	Passes       int     `json:"passes"`
+	Threads      int     `json:"threads"`
+	Tokenize     bool    `json:"includes_tokenize"`
+}
+
+func benchForward(ctx context.Context, g *globals, o *benchOpts, w io.Writer) error {
+	base, err := g.device()
+	if err != nil {
+		return err
+	}
+	dev := prof.Wrap(base)
+	// use-lite: the real model on the 1,000 imdb sentences, text to
+	// embedding (tokenizer included), batches of length-sorted texts as the
+	// fastest JS configuration runs them.
+	z, err := g.zoo()
+	if err != nil {
+		return err
+	}
+	if _, err := z.Ensure(ctx, zoo.DefaultModel, stderrProgress); err != nil {
+		return err
+	}
+	bb, err := z.Load(dev, zoo.DefaultModel)
+	if err != nil {
+		return err
+	}
+	texts := benchdata.IMDB()
+	batches := []int{32}
+	passes := 3
+	if !o.quick {
+		batches = []int{1, 32, 128}
+		passes = 5
+	}
+	for _, batch := range batches {
+		r, err := timeUSE(ctx, bb, dev, texts, batch, passes)
+		if err != nil {
+			bb.Close()
+			return err
+		}
+		r.Backend = base.Name()
+		r.Threads = base.Threads()
+		if err := emit(w, r); err != nil {
+			bb.Close()
+			return err
+		}
+	}
+	bb.Close()
+
+	// bert-base geometry with generated weights: speed does not depend on
+	// the values.
+	cfg := bert.BaseConfig()
+	bm, err := bert.NewRandom(dev, cfg, 1)
+	if err != nil {
+		return err
+	}
+	defer bm.Close()
+	bpasses := 3
+	if o.quick {
+		bpasses = 1
+	}
+	r, err := timeIDs(ctx, bm, dev, randomIDs(32, 128, cfg.VocabSize), bpasses)
+	if err != nil {
+		return err
+	}
+	r.Backbone, r.Backend, r.Threads, r.Batch, r.Seq = "bert-base", base.Name(), base.Threads(), 32, 128
+	return emit(w, r)
+}
+
+// timeUSE measures texts -> embeddings in batches of `batch` length-sorted
+// texts; the best of `passes` after one warm-up pass.
+func timeUSE(ctx context.Context, bb model.Backbone, dev *prof.Device, texts []string, batch, passes int) (forwardResult, error) {
+	opts := model.DefaultEmbedOptions()
+	run := func() (time.Duration, int, error) {
+		start := time.Now()
+		ids, err := model.Tokenize(bb, texts, opts)
+		if err != nil {
+			return 0, 0, err
+		}
+		order := make([]int, len(ids))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return len(ids[a]) - len(ids[b]) })
+		sorted := make([][]int32, len(ids))
+		tokens := 0
+		for i, o := range order {
+			sorted[i] = ids[o]
+			tokens += len(ids[o])
+		}
+		for i := 0; i < len(sorted); i += batch {
+			chunk := sorted[i:min(i+batch, len(sorted))]
+			if _, err := model.EmbedIDs(ctx, bb, chunk, 1<<30); err != nil {
+				return 0, 0, err
+			}
+		}
+		return time.Since(start), tokens, nil
+	}
+	if _, _, err := run(); err != nil {
+		return forwardResult{}, err
+	}
+	best := time.Duration(1<<63 - 1)
+	var bestT prof.Times
+	tokens := 0
+	for range passes {
+		dev.Reset()
+		d, n, err := run()
+		if err != nil {
+			return forwardResult{}, err
+		}
+		tokens = n
+		if d < best {
+			best, bestT = d, dev.T
+		}
+	}
+	return forwardResult{
+		Bench: "forward", Backbone: "use-lite", Texts: "imdb", Batch: batch, Seq: bb.Info().MaxPositions,
+		MeanTokens:   round(float64(tokens)/float64(len(texts)), 2),
+		SeqPerS:      round(float64(len(texts))/best.Seconds(), 1),
+		GemmFraction: round(bestT.Gemm.Seconds()/best.Seconds(), 3),
+		GemmGFlops:   round(bestT.GemmFlops/bestT.Gemm.Seconds()/1e9, 1),
+		TotalOverGem: round(best.Seconds()/bestT.Gemm.Seconds(), 3),
+		Passes:       passes, Tokenize: true,
+	}, nil
+}
+
+// timeIDs measures one packed forward pass over ids (no tokenizer): the best
+// of `passes` after a warm-up.
+func timeIDs(ctx context.Context, bb model.Backbone, dev *prof.Device, ids [][]int32, passes int) (forwardResult, error) {
+	dim := bb.Info().OutputDim
+	dst := make([]float32, len(ids)*dim)
+	run := func() (time.Duration, error) {
+		start := time.Now()
+		st, err := bb.Embed(ctx, ids)
+		if err != nil {
+			return 0, err
+		}
+		defer bb.Release(st)
+		if err := bb.RunLayers(ctx, st, bb.Info().Layers, nil); err != nil {
+			return 0, err
+		}
+		if err := bb.Pool(ctx, st, dst); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	}
+	if _, err := run(); err != nil {
+		return forwardResult{}, err
+	}
+	best := time.Duration(1<<63 - 1)
+	var bestT prof.Times
+	for range passes {
+		runtime.GC()
+		dev.Reset()
+		d, err := run()
+		if err != nil {
+			return forwardResult{}, err
+		}
+		if d < best {
+			best, bestT = d, dev.T
+		}
+	}
+	tokens := 0
+	for _, s := range ids {
+		tokens += len(s)
+	}
+	return forwardResult{
+		Bench: "forward", MeanTokens: float64(tokens) / float64(len(ids)),
+		SeqPerS:      round(float64(len(ids))/best.Seconds(), 2),
+		GemmFraction: round(bestT.Gemm.Seconds()/best.Seconds(), 3),
+		GemmGFlops:   round(bestT.GemmFlops/bestT.Gemm.Seconds()/1e9, 1),
+		TotalOverGem: round(best.Seconds()/bestT.Gemm.Seconds(), 3),
+		Passes:       passes,
+	}, nil
+}
+
+// randomIDs makes n sequences of exactly seq ids (the model sees them as
+// they are: callers that want [CLS]/[SEP] use Prepare).
+func randomIDs(n, seq, vocab int) [][]int32 {
+	r := rand.New(rand.NewPCG(1, 2))
+	ids := make([][]int32, n)
+	for i := range ids {
+		ids[i] = make([]int32, seq)
+		for j := range ids[i] {
+			ids[i][j] = int32(r.IntN(vocab))
+		}
+	}
+	return ids
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/smile-vplm/smile/internal/zoo"
+	"github.com/smile-vplm/smile/model"
+)
+
+func newEmbedCmd(g *globals) *cobra.Command {
+	var (
+		asJSON bool
+		cosine bool
+		name   string
+		opts   = model.DefaultEmbedOptions()
+	)
+	cmd := &cobra.Command{
+		Use:   "embed [flags] TEXT... (or - to read one text per line from stdin)",
+		Short: "Compute sentence embeddings with a backbone (the default is pulled on first use)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := opts.Validate(); err != nil {
+				return &usageError{err}
+			}
+			texts := args
+			if len(args) == 1 && args[0] == "-" {
+				var err error
+				if texts, err = readLines(cmd.InOrStdin()); err != nil {
+					return err
+				}
+			}
+			z, err := g.zoo()
+			if err != nil {
+				return err
+			}
+			if _, err := z.Ensure(cmd.Context(), name, stderrProgress); err != nil {
+				return err
+			}
+			dev, err := g.device()
+			if err != nil {
+				return err
+			}
+			bb, err := z.Load(dev, name)
+			if err != nil {
+				return err
+			}
+			defer bb.Close()
+			ids, err := model.Tokenize(bb, texts, opts)
+			if err != nil {
+				return err
+			}
+			embs, err := model.EmbedIDs(cmd.Context(), bb, ids, opts.MaxBatchTokens)
+			if err != nil {
+				return err
+			}
+			w := bufio.NewWriter(cmd.OutOrStdout())
+			defer w.Flush()
+			if asJSON {
+				return writeJSONLines(w, texts, embs)
+			}
+			writeSummary(w, bb.Info(), texts, ids, embs)
+			if cosine {
+				writeCosine(w, embs)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, `one JSON line per text: {"text": ..., "embedding": [...]}`)
+	f.BoolVar(&cosine, "cosine", false, "also print the cosine-similarity matrix of the texts")
+	f.StringVar(&name, "model", zoo.DefaultModel, "backbone name")
+	f.IntVar(&opts.MaxTextBytes, "max-text-bytes", opts.MaxTextBytes, "reject texts longer than this many bytes")
+	f.IntVar(&opts.MaxBatchTokens, "max-batch-tokens", opts.MaxBatchTokens, "token rows per forward pass")
+	return cmd
+}
+
+func readLines(r io.Reader) ([]string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading stdin: %w", err)
+	}
+	if len(lines) == 0 {
+		return nil, usagef("no texts on stdin")
+	}
+	return lines, nil
+}
+
+// writeJSONLines prints floats in the shortest form that reads back as the
+// same float32.
+func writeJSONLines(w io.Writer, texts []string, embs [][]float32) error {
+	var buf []byte
+	for i, e := range embs {
+		t, err := json.Marshal(texts[i])
+		if err != nil {
+			return err
+		}
+		buf = append(buf[:0], `{"text":`...)
+		buf = append(buf, t...)
+		buf = append(buf, `,"embedding":[`...)
+		for j, v := range e {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = strconv.AppendFloat(buf, float64(v), 'g', -1, 32)
+		}
+		buf = append(buf, "]}\n"...)
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeSummary(w io.Writer, info model.Info, texts []string, ids [][]int32, embs [][]float32) {
+	fmt.Fprintf(w, "%s: %d-d embeddings of %d text(s)\n", info.Name, info.OutputDim, len(texts))
+	for i, e := range embs {
+		var norm float64
+		for _, v := range e {
+			norm += float64(v) * float64(v)
+		}
+		head := make([]string, 0, 4)
+		for _, v := range e[:min(4, len(e))] {
+			head = append(head, strconv.FormatFloat(float64(v), 'f', 4, 32))
+		}
+		fmt.Fprintf(w, "[%d] %d tokens  norm %.4f  [%s ...]  %s\n", i, len(ids[i]), math.Sqrt(norm),
+			strings.Join(head, " "), abbreviate(texts[i], 60))
+	}
+}
+
+func writeCosine(w io.Writer, embs [][]float32) {
+	fmt.Fprintln(w, "cosine similarity:")
+	fmt.Fprint(w, "     ")
+	for j := range embs {
+		fmt.Fprintf(w, "%7s", fmt.Sprintf("[%d]", j))
+	}
+	fmt.Fprintln(w)
+	for i, a := range embs {
+		fmt.Fprintf(w, "%-5s", fmt.Sprintf("[%d]", i))
+		for _, b := range embs {
+			fmt.Fprintf(w, "%7.3f", cos(a, b))
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func cos(a, b []float32) float64 {
+	var dot, na, nb float64
+	for i := range a {
+		dot += float64(a[i]) * float64(b[i])
+		na += float64(a[i]) * float64(a[i])
+		nb += float64(b[i]) * float64(b[i])
+	}
+	if na == 0 || nb == 0 {
+		return 0
+	}
+	return dot / math.Sqrt(na*nb)
+}
+
+func abbreviate(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	if len(r) <= n {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(string(r[:n-1]) + "…")
+}

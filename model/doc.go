@@ -1,0 +1,9 @@
+// Package model is SMILE's pure computation: the Backbone interface every
+// pretrained encoder family implements (per-layer hidden states, running
+// from any layer onward), and the text-to-embedding pipeline on top of it.
+// Sub-packages: tokenizer (SentencePiece-unigram, WordPiece), uselite
+// (Universal Sentence Encoder Lite, imported from its TF.js package), bert
+// (Hugging Face BERT), safetensors and backbonefile (SMILE's backbone format).
+// It performs no networking and starts no actors; files are only read where
+// a caller hands over a path.
+package model

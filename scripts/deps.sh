@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building SMILE needs beyond Go: OpenBLAS headers and library
+# (Debian libopenblas-dev) for the default CPU backend. Idempotent; quiet when
+# everything is already there.
+set -euo pipefail
+
+need=()
+if ! [ -e /usr/include/x86_64-linux-gnu/cblas.h ] && ! [ -e /usr/include/cblas.h ] &&
+   ! [ -e /usr/include/openblas/cblas.h ]; then
+  need+=(libopenblas-dev)
+fi
+command -v npm >/dev/null 2>&1 || need+=(npm)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1
+  fi
+fi
+echo "deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
