@@ -60,7 +60,7 @@ func Tokenize(bb Backbone, texts []string, opts EmbedOptions) ([][]int32, error)
 			return nil, &TextError{i, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTextTooLong, len(t), opts.MaxTextBytes)}
 		}
 		if !utf8.ValidString(t) {
-			return nil, &TextError{i, fmt.Errorf("%w", tokenizer.ErrInvalidUTF8)}
+			return nil, &TextError{i, fmt.Errorf("%w at byte %d", tokenizer.ErrInvalidUTF8, firstInvalid(t))}
 		}
 		s, err := tok.Encode(t)
 		if err != nil {
@@ -155,4 +155,16 @@ func forward(ctx context.Context, bb Backbone, batch [][]int32, dst []float32) e
 func IsInputError(err error) bool {
 	return errors.Is(err, ErrEmptyText) || errors.Is(err, ErrTextTooLong) || errors.Is(err, ErrBadInput) ||
 		errors.Is(err, tokenizer.ErrInvalidUTF8)
+}
+
+// firstInvalid is the byte offset of the first invalid UTF-8 sequence.
+func firstInvalid(s string) int {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(s)
 }

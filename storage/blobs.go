@@ -71,6 +71,10 @@ func (b *Blobs) Put(r io.Reader, want Digest) (Digest, error) {
 		tmp.Close()
 		return "", fmt.Errorf("storage: writing blob: %w", err)
 	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("storage: %w", err)
+	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return "", fmt.Errorf("storage: %w", err)

@@ -31,7 +31,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench gemm|forward",
 		Short: "Benchmarks of the compute path, printed as JSON lines",
-		Args:  cobra.ExactArgs(1),
+		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
 			switch args[0] {
@@ -80,21 +80,39 @@ func benchGemm(ctx context.Context, g *globals, o *benchOpts, w io.Writer) error
 				return err
 			}
 			res[backend][s] = gf
-			if err := emit(w, map[string]any{"bench": "gemm", "backend": backendLabel(backend), "m": s[0], "n": s[1], "k": s[2],
-				"gflops": round(gf, 1), "threads": dev.Threads()}); err != nil {
+			if err := emit(w, gemmLine{"gemm", backendLabel(backend), s[0], s[1], s[2], round(gf, 1), dev.Threads()}); err != nil {
 				return err
 			}
 		}
 	}
 	if len(res) == 2 {
 		for _, s := range gemmShapes {
-			if err := emit(w, map[string]any{"bench": "gemm-ratio", "m": s[0], "n": s[1], "k": s[2],
-				"cpu_over_purego": round(res["openblas"][s]/res["purego"][s], 2)}); err != nil {
+			if err := emit(w, gemmRatio{"gemm-ratio", s[0], s[1], s[2], round(res["openblas"][s]/res["purego"][s], 2)}); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// gemmLine is one line of `smile bench gemm` (field order as documented).
+type gemmLine struct {
+	Bench   string  `json:"bench"`
+	Backend string  `json:"backend"`
+	M       int     `json:"m"`
+	N       int     `json:"n"`
+	K       int     `json:"k"`
+	GFlops  float64 `json:"gflops"`
+	Threads int     `json:"threads"`
+}
+
+// gemmRatio compares the two backends on one shape, measured in the same run.
+type gemmRatio struct {
+	Bench         string  `json:"bench"`
+	M             int     `json:"m"`
+	N             int     `json:"n"`
+	K             int     `json:"k"`
+	CPUOverPurego float64 `json:"cpu_over_purego"`
 }
 
 // backendLabel is the name the issue's JSON uses: "cpu" is the default

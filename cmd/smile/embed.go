@@ -25,7 +25,7 @@ func newEmbedCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "embed [flags] TEXT... (or - to read one text per line from stdin)",
 		Short: "Compute sentence embeddings with a backbone (the default is pulled on first use)",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := opts.Validate(); err != nil {
 				return &usageError{err}

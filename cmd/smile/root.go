@@ -23,6 +23,16 @@ func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
 
+// usageArgs makes a cobra argument check report a usage error (exit 2).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return &usageError{fmt.Errorf("%s: %w (see smile %s --help)", cmd.Name(), err, cmd.Name())}
+		}
+		return nil
+	}
+}
+
 // globals are the persistent flags shared by every command.
 type globals struct {
 	dataDir  string
@@ -92,7 +102,7 @@ func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version, Go toolchain and compiled-in backends",
-		Args:  cobra.NoArgs,
+		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fmt.Fprintf(cmd.OutOrStdout(), "smile %s (%s, %s/%s) backends: %s\n", version, runtime.Version(),
 				runtime.GOOS, runtime.GOARCH, strings.Join(cpu.Available(), ", "))

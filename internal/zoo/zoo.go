@@ -163,10 +163,7 @@ func (z *Zoo) Pull(ctx context.Context, name, src string, progress Progress) (st
 	if err != nil {
 		return "", err
 	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(uselite.WriteBackbone(pw, cfg, tensors, vocab)) }()
-	d, err := z.blobs.Put(pr, "")
-	pr.CloseWithError(err) // unblocks the writer if Put stopped early
+	d, err := z.store(func(w io.Writer) error { return uselite.WriteBackbone(w, cfg, tensors, vocab) })
 	if err != nil {
 		return "", err
 	}
@@ -182,14 +179,29 @@ func (z *Zoo) ImportBERT(dir, name string) (storage.Digest, error) {
 	if err := storage.CheckName(name); err != nil {
 		return "", err
 	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(bert.ConvertHF(dir, pw)) }()
-	d, err := z.blobs.Put(pr, "")
-	pr.CloseWithError(err)
+	d, err := z.store(func(w io.Writer) error { return bert.ConvertHF(dir, w) })
 	if err != nil {
 		return "", err
 	}
 	return d, z.refs.Set(name, d)
+}
+
+// store streams what write produces into the blob store. A failure of the
+// writer (a bad model file) is returned as it is, not as a storage error.
+func (z *Zoo) store(write func(w io.Writer) error) (storage.Digest, error) {
+	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
+	go func() {
+		err := write(pw)
+		werr <- err
+		pw.CloseWithError(err)
+	}()
+	d, err := z.blobs.Put(pr, "")
+	pr.CloseWithError(err) // unblocks the writer if Put stopped early
+	if wErr := <-werr; wErr != nil {
+		return "", wErr
+	}
+	return d, err
 }
 
 // Ensure makes sure name is stored, pulling a known model on first use.
