@@ -63,3 +63,12 @@ type Backbone interface {
 	// Close frees the backbone's device memory.
 	Close() error
 }
+
+// PoolRunner is an optional Backbone capability: run the remaining layers
+// and pool in one step, free to skip per-token work whose only consumer is
+// the pooled output (for example a last linear map moved after a mean
+// pool). It computes what RunLayers followed by Pool computes, up to float
+// rounding; callers that need the last layer's states use RunLayers.
+type PoolRunner interface {
+	RunPool(ctx context.Context, st *State, dst []float32) error
+}

@@ -144,6 +144,9 @@ func forward(ctx context.Context, bb Backbone, batch [][]int32, dst []float32) e
 		return err
 	}
 	defer bb.Release(st)
+	if pr, ok := bb.(PoolRunner); ok {
+		return pr.RunPool(ctx, st, dst)
+	}
 	if err := bb.RunLayers(ctx, st, bb.Info().Layers, nil); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smile-vplm/smile/gpu"
 	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/testenv"
 	"github.com/smile-vplm/smile/internal/zoo"
@@ -353,4 +354,49 @@ func editWeight(t *testing.T, modelJSON, name string, edit func(w map[string]any
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestRunPoolEqualsLayersThenPool: the fused last layer + pool computes
+// what running every layer and pooling computes.
+func TestRunPoolEqualsLayersThenPool(t *testing.T) {
+	refs := readRefs(t)[:60]
+	bb := loadModel(t, "auto")
+	texts := make([]string, len(refs))
+	for i, r := range refs {
+		texts[i] = r.Text
+	}
+	ids, err := model.Tokenize(bb, texts, model.DefaultEmbedOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dim := bb.Info().OutputDim
+	plain := make([]float32, len(ids)*dim)
+	st, err := bb.Embed(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := 0
+	if err := bb.RunLayers(ctx, st, bb.Info().Layers, func(l int, h gpu.Mat) { layers = l }); err != nil {
+		t.Fatal(err)
+	}
+	if layers != bb.Info().Layers {
+		t.Fatalf("observer saw %d layers, want %d", layers, bb.Info().Layers)
+	}
+	if err := bb.Pool(ctx, st, plain); err != nil {
+		t.Fatal(err)
+	}
+	bb.Release(st)
+	fused := make([]float32, len(ids)*dim)
+	st, err = bb.Embed(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bb.(model.PoolRunner).RunPool(ctx, st, fused); err != nil {
+		t.Fatal(err)
+	}
+	bb.Release(st)
+	if d := maxAbs(plain, fused); d > 1e-6 {
+		t.Fatalf("RunPool differs from RunLayers+Pool by %g", d)
+	}
 }
