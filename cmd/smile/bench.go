@@ -147,6 +147,7 @@ type forwardResult struct {
 	SeqPerS      float64 `json:"seq_per_s"`
 	SeqPerCPUS   float64 `json:"seq_per_cpu_s"` // texts per CPU-second of the process: steadier on a shared machine
 	GemmFraction float64 `json:"gemm_fraction"`
+	AttnFraction float64 `json:"attention_fraction"` // share of wall time in Device.Attention
 	GemmGFlops   float64 `json:"gemm_gflops"`
 	TotalOverGem float64 `json:"total_over_gemm"`
 	Passes       int     `json:"passes"`
@@ -286,6 +287,7 @@ func timeUSE(ctx context.Context, bb model.Backbone, dev *prof.Device, texts []s
 		SeqPerS:      round(float64(len(texts))/best.Seconds(), 1),
 		SeqPerCPUS:   round(float64(len(texts))/median(cpus).Seconds(), 1),
 		GemmFraction: round(bestT.Gemm.Seconds()/best.Seconds(), 3),
+		AttnFraction: round(bestT.Attention.Seconds()/best.Seconds(), 3),
 		GemmGFlops:   round(bestT.GemmFlops/bestT.Gemm.Seconds()/1e9, 1),
 		TotalOverGem: round(best.Seconds()/bestT.Gemm.Seconds(), 3),
 		Passes:       passes, Tokenize: true,
@@ -340,6 +342,7 @@ func timeIDs(ctx context.Context, bb model.Backbone, dev *prof.Device, ids [][]i
 		SeqPerS:      round(float64(len(ids))/best.Seconds(), 2),
 		SeqPerCPUS:   round(float64(len(ids))/median(cpus).Seconds(), 2),
 		GemmFraction: round(bestT.Gemm.Seconds()/best.Seconds(), 3),
+		AttnFraction: round(bestT.Attention.Seconds()/best.Seconds(), 3),
 		GemmGFlops:   round(bestT.GemmFlops/bestT.Gemm.Seconds()/1e9, 1),
 		TotalOverGem: round(best.Seconds()/bestT.Gemm.Seconds(), 3),
 		Passes:       passes,

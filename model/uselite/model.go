@@ -55,12 +55,16 @@ type Model struct {
 	layers []layerWeights
 	poolW  gpu.Mat
 	poolB  gpu.Mat
-	width  int // widest residual state (layer input or output)
-	wQKV   int // widest qkv projection
-	wAtt   int // widest attention output
-	wFFN   int // widest feed-forward inner state
-	free   []*workspace
-	states map[*model.State]*workspace // live states and their memory
+	// Layer 0's residual projection of x0 = s*E[id] + T[pos] is linear, so
+	// it is precomputed per vocabulary row and per position: two row
+	// gathers replace a [tokens x 256]·[256 x 512] GEMM per batch.
+	resE, resT gpu.Mat
+	width      int // widest residual state (layer input or output)
+	wQKV       int // widest qkv projection
+	wAtt       int // widest attention output
+	wFFN       int // widest feed-forward inner state
+	free       []*workspace
+	states     map[*model.State]*workspace // live states and their memory
 }
 
 // workspace is the device memory of one live State, reused across calls.
@@ -74,6 +78,7 @@ type workspace struct {
 	ffn            gpu.Mat
 	pooled, out    gpu.Mat // [capSeq, ...]
 	ids, pos       []int32
+	embedded       bool // the state holds Embed's output (layer 0 input) untouched
 }
 
 // Load uploads the weights to dev once. vocab is the vocab.json bytes.
@@ -189,6 +194,14 @@ func Load(dev gpu.Device, cfg Config, src TensorSource, vocab []byte) (*Model, e
 		m.width = max(m.width, lc.In, lc.Out)
 		m.wQKV, m.wAtt, m.wFFN = max(m.wQKV, a3), max(m.wAtt, lc.Attention), max(m.wFFN, lc.FFN)
 	}
+	if lw := m.layers[0]; lw.cfg.ResidualProj {
+		if m.resE, err = m.project(m.emb, lw.resW); err != nil {
+			return nil, err
+		}
+		if m.resT, err = m.project(m.timing, lw.resW); err != nil {
+			return nil, err
+		}
+	}
 	last := cfg.Layers[len(cfg.Layers)-1].Out
 	if m.poolW, err = up("pool.weight", last, cfg.OutputDim, last, cfg.OutputDim); err != nil {
 		return nil, err
@@ -198,6 +211,17 @@ func Load(dev gpu.Device, cfg Config, src TensorSource, vocab []byte) (*Model, e
 	}
 	ok = true
 	return m, nil
+}
+
+// project computes table·w once, on the device, into a new weight buffer.
+func (m *Model) project(table, w gpu.Mat) (gpu.Mat, error) {
+	b, err := m.dev.Alloc(table.Rows * w.Cols)
+	if err != nil {
+		return gpu.Mat{}, err
+	}
+	m.bufs = append(m.bufs, b)
+	out := gpu.NewMat(b, table.Rows, w.Cols)
+	return out, m.dev.Gemm(false, false, 1, table, w, 0, out)
 }
 
 func (m *Model) upload(data []float32, rows, cols int) (gpu.Mat, error) {
@@ -336,6 +360,7 @@ func (m *Model) Embed(ctx context.Context, seqs [][]int32) (*model.State, error)
 			ws.pos = append(ws.pos, int32(p))
 		}
 	}
+	ws.embedded = true
 	st.H = dense(ws.x, total, m.cfg.EmbedDim)
 	if err := m.dev.Gather(st.H, m.emb, ws.ids, false); err != nil {
 		m.free = append(m.free, ws)
@@ -432,7 +457,14 @@ func (m *Model) attnBlock(ws *workspace, st *model.State, lw *layerWeights) erro
 			other = ws.x
 		}
 		out = dense(other, T, lc.Out)
-		if err := d.Gemm(false, false, 1, x, lw.resW, 0, out); err != nil {
+		if ws.embedded && !m.resE.IsZero() {
+			if err := d.Gather(out, m.resE, ws.ids, false); err != nil {
+				return err
+			}
+			if err := d.Gather(out, m.resT, ws.pos, true); err != nil {
+				return err
+			}
+		} else if err := d.Gemm(false, false, 1, x, lw.resW, 0, out); err != nil {
 			return err
 		}
 	}
@@ -443,6 +475,7 @@ func (m *Model) attnBlock(ws *workspace, st *model.State, lw *layerWeights) erro
 		return err
 	}
 	st.H = out
+	ws.embedded = false
 	return nil
 }
 
