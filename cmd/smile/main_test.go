@@ -8,10 +8,12 @@ import (
 	"errors"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/smile-vplm/smile/internal/testenv"
+	"github.com/smile-vplm/smile/model/bert"
 )
 
 // run executes the CLI in-process with args and returns stdout.
@@ -134,5 +136,40 @@ func TestVersion(t *testing.T) {
 	out, err := run(t, "", "version")
 	if err != nil || !strings.HasPrefix(out, "smile ") || !strings.Contains(out, "purego") {
 		t.Fatalf("version: %q %v", out, err)
+	}
+}
+
+// TestImportBERTAndEmbed: a user's own Hugging Face BERT directory is
+// imported, stored content-addressed and serves embeddings by name.
+func TestImportBERTAndEmbed(t *testing.T) {
+	hf := t.TempDir()
+	if err := bert.WriteHFDir(hf, bert.TinyConfig(), 7); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	out, err := run(t, "", "--data-dir", data, "import", "bert", hf, "--name", "tiny-bert")
+	if err != nil || !strings.HasPrefix(out, "tiny-bert sha256:") {
+		t.Fatalf("import: %q %v", out, err)
+	}
+	out, err = run(t, "", "--data-dir", data, "embed", "--json", "--model", "tiny-bert", "hello world", "a b c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("embed printed %d lines:\n%s", len(lines), out)
+	}
+	var r struct {
+		Embedding []float32 `json:"embedding"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &r); err != nil || len(r.Embedding) != bert.TinyConfig().Hidden {
+		t.Fatalf("line %q: %v", lines[0], err)
+	}
+	// A broken directory: the error names the file.
+	if err := os.Remove(filepath.Join(hf, "vocab.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "", "--data-dir", data, "import", "bert", hf, "--name", "broken"); err == nil || !strings.Contains(err.Error(), "vocab.txt") {
+		t.Fatalf("import without vocab.txt: %v", err)
 	}
 }
