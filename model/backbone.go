@@ -53,6 +53,15 @@ type Backbone interface {
 	Prepare(ids []int32) []int32
 	// Embed builds layer-0 states for prepared id sequences (none empty).
 	Embed(ctx context.Context, ids [][]int32) (*State, error)
+	// StateWidth is the width of the hidden states after layer layers
+	// (0: the embeddings that enter layer 1).
+	StateWidth(layer int) int
+	// Restore builds a state at a layer boundary from host hidden states:
+	// h holds offsets[len(offsets)-1] rows of StateWidth(layer) floats,
+	// row-major, packed as in State (for example a cache of lower-layer
+	// outputs read back with Device().Download). RunLayers then continues
+	// from there exactly as if the lower layers had just run.
+	Restore(ctx context.Context, offsets []int, layer int, h []float32) (*State, error)
 	// RunLayers applies layers st.Layer+1 .. to, in place.
 	RunLayers(ctx context.Context, st *State, to int, obs Observer) error
 	// Pool turns final states into one output row per sequence, [Seqs, OutputDim],
