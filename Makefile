@@ -17,6 +17,7 @@ deps:
 
 build: deps
 	$(GO) build -o $(BIN) ./cmd/smile
+	@$(BIN) version | grep -q openblas || { echo "build: the OpenBLAS backend is missing (is cgo on? gcc and libopenblas-dev installed?)"; exit 1; }
 
 # The main job on the embedded default: embed three texts with use-lite
 # (pulled into ~/.smile on first use) and print their cosine matrix.
@@ -29,6 +30,8 @@ run: build
 test: build check
 	@test -f $(TEST_DATA)/backbones/use-lite || $(BIN) --data-dir $(TEST_DATA) pull use-lite
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# Allocation checks are skipped under -race (it allocates): run them without.
+	$(GO) test -count=1 -run 'Alloc' ./...
 	FUZZTIME=$(FUZZTIME) scripts/fuzz-short.sh
 	$(MAKE) --no-print-directory bench-smoke
 

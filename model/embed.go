@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"unicode/utf8"
 
 	"github.com/smile-vplm/smile/model/tokenizer"
 )
@@ -21,6 +20,13 @@ type EmbedOptions struct {
 	MaxBatchTokens int
 }
 
+// Upper bounds of EmbedOptions: beyond them a request is a mistake, and a
+// pass would need gigabytes of activations.
+const (
+	MaxTextBytesLimit   = 16 << 20
+	MaxBatchTokensLimit = 1 << 16
+)
+
 // DefaultEmbedOptions: 64 KiB per text, 2,048 tokens per pass.
 func DefaultEmbedOptions() EmbedOptions {
 	return EmbedOptions{MaxTextBytes: 64 << 10, MaxBatchTokens: 2048}
@@ -28,8 +34,11 @@ func DefaultEmbedOptions() EmbedOptions {
 
 // Validate checks the options.
 func (o EmbedOptions) Validate() error {
-	if o.MaxTextBytes <= 0 || o.MaxBatchTokens <= 0 {
-		return fmt.Errorf("%w: embed options need positive limits, got %+v", ErrBadInput, o)
+	if o.MaxTextBytes <= 0 || o.MaxTextBytes > MaxTextBytesLimit {
+		return fmt.Errorf("%w: max text bytes %d: want 1..%d", ErrBadInput, o.MaxTextBytes, MaxTextBytesLimit)
+	}
+	if o.MaxBatchTokens <= 0 || o.MaxBatchTokens > MaxBatchTokensLimit {
+		return fmt.Errorf("%w: max batch tokens %d: want 1..%d", ErrBadInput, o.MaxBatchTokens, MaxBatchTokensLimit)
 	}
 	return nil
 }
@@ -58,9 +67,6 @@ func Tokenize(bb Backbone, texts []string, opts EmbedOptions) ([][]int32, error)
 	for i, t := range texts {
 		if len(t) > opts.MaxTextBytes {
 			return nil, &TextError{i, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTextTooLong, len(t), opts.MaxTextBytes)}
-		}
-		if !utf8.ValidString(t) {
-			return nil, &TextError{i, fmt.Errorf("%w at byte %d", tokenizer.ErrInvalidUTF8, firstInvalid(t))}
 		}
 		s, err := tok.Encode(t)
 		if err != nil {
@@ -158,16 +164,4 @@ func forward(ctx context.Context, bb Backbone, batch [][]int32, dst []float32) e
 func IsInputError(err error) bool {
 	return errors.Is(err, ErrEmptyText) || errors.Is(err, ErrTextTooLong) || errors.Is(err, ErrBadInput) ||
 		errors.Is(err, tokenizer.ErrInvalidUTF8)
-}
-
-// firstInvalid is the byte offset of the first invalid UTF-8 sequence.
-func firstInvalid(s string) int {
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n <= 1 {
-			return i
-		}
-		i += n
-	}
-	return len(s)
 }

@@ -10,6 +10,9 @@ if ! [ -e /usr/include/x86_64-linux-gnu/cblas.h ] && ! [ -e /usr/include/cblas.h
   need+=(libopenblas-dev)
 fi
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# Without a C compiler Go silently turns cgo off and builds the slow pure-Go
+# backend; the Makefile checks the result, this makes sure it can succeed.
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

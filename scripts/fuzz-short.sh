@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 fuzztime="${FUZZTIME:-5s}"
 count=0
 for pkg in $(go list ./...); do
-  targets=$(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true)
+  # A package that does not compile must fail the run, not lose its targets.
+  listing=$(go test -list '^Fuzz' "$pkg")
+  targets=$(printf '%s\n' "$listing" | grep '^Fuzz' || true)
   for t in $targets; do
     echo "fuzz: $pkg $t ($fuzztime)"
     go test -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" -parallel 2 "$pkg" >/tmp/fuzz-$$.log 2>&1 || {

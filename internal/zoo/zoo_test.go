@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/smile-vplm/smile/model"
 	"github.com/smile-vplm/smile/storage"
 )
 
@@ -43,8 +44,8 @@ func TestLoadFileErrors(t *testing.T) {
 	if err := os.WriteFile(p, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadFile(nil, p); err == nil {
-		t.Fatal("a junk backbone file loaded")
+	if _, err := LoadFile(nil, p); !errors.Is(err, model.ErrBadModelFile) {
+		t.Fatalf("junk backbone file: %v", err)
 	}
 	z, err := Open(t.TempDir())
 	if err != nil {
@@ -55,5 +56,8 @@ func TestLoadFileErrors(t *testing.T) {
 	}
 	if _, err := z.ImportBERT(t.TempDir(), "Bad Name"); !errors.Is(err, storage.ErrBadDigest) {
 		t.Fatalf("bad name: %v", err)
+	}
+	if _, err := z.ImportBERT(t.TempDir(), "use-lite"); !errors.Is(err, ErrReservedName) {
+		t.Fatalf("importing over the default model's name: %v", err)
 	}
 }

@@ -27,17 +27,17 @@ func BenchmarkEmbedIMDB(b *testing.B) {
 	}
 	defer bb.Close()
 	texts := benchdata.IMDB()
-	slices.SortStableFunc(texts, func(x, y string) int { return len(x) - len(y) })
 	ctx := context.Background()
 	opts := model.DefaultEmbedOptions()
 	b.ResetTimer()
 	for b.Loop() {
-		for i := 0; i < len(texts); i += 32 {
-			ids, err := model.Tokenize(bb, texts[i:min(i+32, len(texts))], opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := model.EmbedIDs(ctx, bb, ids, 1<<30); err != nil {
+		ids, err := model.Tokenize(bb, texts, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		slices.SortStableFunc(ids, func(x, y []int32) int { return len(x) - len(y) })
+		for i := 0; i < len(ids); i += 32 {
+			if _, err := model.EmbedIDs(ctx, bb, ids[i:min(i+32, len(ids))], model.MaxBatchTokensLimit); err != nil {
 				b.Fatal(err)
 			}
 		}

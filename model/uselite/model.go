@@ -65,6 +65,7 @@ type Model struct {
 	wFFN       int // widest feed-forward inner state
 	free       []*workspace
 	states     map[*model.State]*workspace // live states and their memory
+	closed     bool
 }
 
 // workspace is the device memory of one live State, reused across calls.
@@ -77,6 +78,7 @@ type workspace struct {
 	att            gpu.Mat
 	ffn            gpu.Mat
 	pooled, out    gpu.Mat // [capSeq, ...]
+	pooledF        gpu.Mat // [capSeq, widest FFN]: RunPool's pooled feed-forward states
 	ids, pos       []int32
 	embedded       bool // the state holds Embed's output (layer 0 input) untouched
 }
@@ -298,6 +300,10 @@ func (m *Model) workspace(tokens, seqs int) (*workspace, error) {
 		m.freeWorkspace(w)
 		return nil, err
 	}
+	if w.pooledF, err = alloc(capSeq, m.wFFN); err != nil {
+		m.freeWorkspace(w)
+		return nil, err
+	}
 	w.ids = make([]int32, 0, capTok)
 	w.pos = make([]int32, 0, capTok)
 	return w, nil
@@ -326,6 +332,9 @@ func dense(b gpu.Mat, rows, cols int) gpu.Mat {
 // Embed gathers token embeddings and adds the sinusoidal timing signal, for
 // packed sequences (no padding).
 func (m *Model) Embed(ctx context.Context, seqs [][]int32) (*model.State, error) {
+	if m.closed {
+		return nil, fmt.Errorf("%w: use-lite model is closed", model.ErrBadInput)
+	}
 	if len(seqs) == 0 {
 		return nil, fmt.Errorf("%w: no sequences", model.ErrBadInput)
 	}
@@ -375,20 +384,72 @@ func (m *Model) Embed(ctx context.Context, seqs [][]int32) (*model.State, error)
 }
 
 func (m *Model) ws(st *model.State) (*workspace, error) {
-	if w, ok := m.states[st]; ok {
+	if w, ok := m.states[st]; ok && st != nil {
 		return w, nil
 	}
 	return nil, fmt.Errorf("%w: state was not made by this model or was released", model.ErrBadInput)
 }
 
+// StateWidth is the width of the states after layer layers (0: the
+// embeddings), or 0 outside [0, Layers].
+func (m *Model) StateWidth(layer int) int {
+	switch {
+	case layer == 0:
+		return m.cfg.EmbedDim
+	case layer > 0 && layer <= len(m.cfg.Layers):
+		return m.cfg.Layers[layer-1].Out
+	}
+	return 0
+}
+
+// Restore builds a state at a layer boundary from host states h (see
+// model.Backbone). A restored layer-0 state runs layer 0's residual
+// projection as a GEMM on h: the precomputed tables only apply to Embed's
+// own output.
+func (m *Model) Restore(ctx context.Context, offsets []int, layer int, h []float32) (*model.State, error) {
+	if m.closed {
+		return nil, fmt.Errorf("%w: use-lite model is closed", model.ErrBadInput)
+	}
+	if layer < 0 || layer > len(m.layers) {
+		return nil, fmt.Errorf("%w: restore at layer %d of %d", model.ErrBadInput, layer, len(m.layers))
+	}
+	if len(offsets) < 2 || offsets[0] != 0 {
+		return nil, fmt.Errorf("%w: offsets must start at 0 and name at least one sequence, got %v", model.ErrBadInput, offsets)
+	}
+	for i := 1; i < len(offsets); i++ {
+		if n := offsets[i] - offsets[i-1]; n <= 0 || n > m.cfg.MaxLen {
+			return nil, fmt.Errorf("%w: sequence %d has %d rows (want 1..%d)", model.ErrBadInput, i-1, n, m.cfg.MaxLen)
+		}
+	}
+	total, width := offsets[len(offsets)-1], m.StateWidth(layer)
+	if len(h) != total*width {
+		return nil, fmt.Errorf("%w: %d floats for %d rows of width %d", model.ErrBadInput, len(h), total, width)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ws, err := m.workspace(total, len(offsets)-1)
+	if err != nil {
+		return nil, err
+	}
+	ws.embedded = false
+	st := &model.State{Offsets: append([]int(nil), offsets...), Layer: layer, H: dense(ws.x, total, width)}
+	if err := m.dev.Upload(st.H, h); err != nil {
+		m.free = append(m.free, ws)
+		return nil, err
+	}
+	m.states[st] = ws
+	return st, nil
+}
+
 // RunLayers applies layers st.Layer+1 .. to.
 func (m *Model) RunLayers(ctx context.Context, st *model.State, to int, obs model.Observer) error {
-	if to < st.Layer || to > len(m.layers) {
-		return fmt.Errorf("%w: run to layer %d from %d of %d", model.ErrBadInput, to, st.Layer, len(m.layers))
-	}
 	ws, err := m.ws(st)
 	if err != nil {
 		return err
+	}
+	if to < st.Layer || to > len(m.layers) {
+		return fmt.Errorf("%w: run to layer %d from %d of %d", model.ErrBadInput, to, st.Layer, len(m.layers))
 	}
 	for st.Layer < to {
 		if err := ctx.Err(); err != nil {
@@ -457,7 +518,7 @@ func (m *Model) attnBlock(ws *workspace, st *model.State, lw *layerWeights) erro
 			other = ws.x
 		}
 		out = dense(other, T, lc.Out)
-		if ws.embedded && !m.resE.IsZero() {
+		if ws.embedded && st.Layer == 0 && !m.resE.IsZero() {
 			if err := d.Gather(out, m.resE, ws.ids, false); err != nil {
 				return err
 			}
@@ -499,16 +560,16 @@ func (m *Model) ffnInner(ws *workspace, st *model.State, lw *layerWeights) (gpu.
 // Pool averages each sequence's final states, applies the tanh layer and
 // L2-normalises: the 512-d sentence embedding.
 func (m *Model) Pool(ctx context.Context, st *model.State, dst []float32) error {
-	if st.Layer != len(m.layers) {
+	ws, err := m.ws(st)
+	if err != nil {
+		return err
+	}
+	if st.Layer != len(m.layers) || st.H.IsZero() {
 		return fmt.Errorf("%w: pool needs all %d layers, state has %d", model.ErrBadInput, len(m.layers), st.Layer)
 	}
 	n := st.Seqs()
 	if len(dst) != n*m.cfg.OutputDim {
 		return fmt.Errorf("%w: pool output holds %d floats, want %d", model.ErrBadInput, len(dst), n*m.cfg.OutputDim)
-	}
-	ws, err := m.ws(st)
-	if err != nil {
-		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -526,6 +587,10 @@ func (m *Model) Pool(ctx context.Context, st *model.State, dst []float32) error 
 // one per token (about 17% of USE-Lite's FLOPs). Equal to RunLayers + Pool
 // up to float rounding (tested).
 func (m *Model) RunPool(ctx context.Context, st *model.State, dst []float32) error {
+	ws, err := m.ws(st)
+	if err != nil {
+		return err
+	}
 	L := len(m.layers)
 	n := st.Seqs()
 	if len(dst) != n*m.cfg.OutputDim {
@@ -535,10 +600,6 @@ func (m *Model) RunPool(ctx context.Context, st *model.State, dst []float32) err
 		return m.Pool(ctx, st, dst)
 	}
 	if err := m.RunLayers(ctx, st, L-1, nil); err != nil {
-		return err
-	}
-	ws, err := m.ws(st)
-	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -557,10 +618,7 @@ func (m *Model) RunPool(ctx context.Context, st *model.State, dst []float32) err
 	if err := d.MeanPool(pooled, st.H, st.Offsets); err != nil {
 		return err
 	}
-	// Pool the feed-forward inner states into the qkv buffer, free once
-	// attention is done (it has a row of the widest projection per token,
-	// and there are never more texts than tokens).
-	pf := dense(ws.qkv, n, lw.cfg.FFN)
+	pf := dense(ws.pooledF, n, lw.cfg.FFN)
 	if err := d.MeanPool(pf, f, st.Offsets); err != nil {
 		return err
 	}
@@ -616,6 +674,7 @@ func (m *Model) Close() error {
 		delete(m.states, st)
 	}
 	m.free = nil
+	m.closed = true
 	return nil
 }
 
