@@ -13,7 +13,7 @@ for pkg in $(go list ./...); do
   targets=$(printf '%s\n' "$listing" | grep '^Fuzz' || true)
   for t in $targets; do
     echo "fuzz: $pkg $t ($fuzztime)"
-    go test -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" -parallel 2 "$pkg" >/tmp/fuzz-$$.log 2>&1 || {
+    go test -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" -fuzzminimizetime 1s -parallel 2 "$pkg" >/tmp/fuzz-$$.log 2>&1 || {
       cat /tmp/fuzz-$$.log; rm -f /tmp/fuzz-$$.log; echo "fuzz: $t failed" >&2; exit 1; }
     count=$((count+1))
   done

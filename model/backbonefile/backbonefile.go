@@ -69,6 +69,29 @@ func (f *File) Float32(name string, shape ...int) ([]float32, error) {
 	return f.st.Float32(name, shape...)
 }
 
+// CheckFloat32 reports, without decoding or allocating, what Float32(name,
+// shape...) would fail with: a missing tensor, a shape other than shape (when
+// one is given), or a dtype that is not a float type. A family checks every tensor this way
+// before allocating for the geometry its config declares, so the file's own
+// size bounds what a Load can allocate.
+func (f *File) CheckFloat32(name string, shape ...int) error {
+	if name == VocabTensor {
+		return fmt.Errorf("%w: backbonefile %s: tensor %q is the vocabulary, not a weight", model.ErrBadModelFile, f.Name(), name)
+	}
+	t, err := f.st.Tensor(name)
+	if err != nil {
+		return err
+	}
+	if len(shape) > 0 && !slices.Equal(t.Shape, shape) {
+		return fmt.Errorf("%w: backbonefile %s: tensor %q: shape %v, want %v", model.ErrBadModelFile, f.Name(), name, t.Shape, shape)
+	}
+	switch t.DType {
+	case safetensors.F32, safetensors.F16, safetensors.BF16, safetensors.F64:
+		return nil
+	}
+	return fmt.Errorf("%w: backbonefile %s: tensor %q: dtype %s is not a float type", model.ErrBadModelFile, f.Name(), name, t.DType)
+}
+
 // Has reports whether the file holds weight tensor name.
 func (f *File) Has(name string) bool { return name != VocabTensor && f.st.Has(name) }
 

@@ -163,3 +163,48 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckFloat32 agrees with Float32 on every failure without decoding.
+func TestCheckFloat32(t *testing.T) {
+	var buf bytes.Buffer
+	err := Write(&buf, "bert", testInfo, map[string]int{}, "unit test", []byte("[PAD]\n"), []safetensors.Tensor{
+		safetensors.FromFloat32("w", []int{2, 2}, []float32{1, 2, 3, 4}),
+		{Name: "half", DType: safetensors.F16, Shape: []int{3}, Data: make([]byte, 6)},
+		{Name: "ints", DType: safetensors.I32, Shape: []int{2}, Data: make([]byte, 8)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse("mem", buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		shape []int
+		want  string // "" for success
+	}{
+		{"w", []int{2, 2}, ""},
+		{"half", []int{3}, ""},
+		{"w", []int{4}, "shape [2 2], want [4]"},
+		{"w", nil, ""}, // no shape: any shape, as in Float32
+		{"ints", []int{2}, "not a float type"},
+		{"missing", []int{1}, "missing"},
+		{VocabTensor, []int{6}, "vocabulary"},
+	}
+	for _, c := range cases {
+		err := f.CheckFloat32(c.name, c.shape...)
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%s %v: %v", c.name, c.shape, err)
+			}
+			if _, err := f.Float32(c.name, c.shape...); err != nil {
+				t.Errorf("%s %v: CheckFloat32 passed, Float32 failed: %v", c.name, c.shape, err)
+			}
+			continue
+		}
+		if !errors.Is(err, model.ErrBadModelFile) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %v: %v, want ErrBadModelFile with %q", c.name, c.shape, err, c.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/smile-vplm/smile/gpu"
 	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/model/tokenizer"
 )
 
 // Config is a BERT geometry, read from Hugging Face's config.json (the JSON
@@ -23,16 +24,81 @@ type Config struct {
 	TypeVocabSize int     `json:"type_vocab_size"`
 	LayerNormEps  float64 `json:"layer_norm_eps"`
 	HiddenAct     string  `json:"hidden_act"`
-	// DoLowerCase is the tokenizer's lowercasing (from tokenizer_config.json
-	// when converting; HF's default is true).
-	DoLowerCase bool `json:"do_lower_case"`
+	// DoLowerCase, StripAccents and TokenizeChineseChars configure the
+	// tokenizer as HF's BertTokenizer does (from tokenizer_config.json when
+	// converting; HF's defaults are true, null and true).
+	DoLowerCase          bool         `json:"do_lower_case"`
+	StripAccents         StripAccents `json:"strip_accents"`
+	TokenizeChineseChars bool         `json:"tokenize_chinese_chars"`
 }
+
+// StripAccents is HF's three-way strip_accents: JSON null (the default)
+// strips accents exactly when lower-casing, true always, false never.
+type StripAccents int8
+
+// StripAccents values.
+const (
+	AccentsFollowLowerCase StripAccents = iota // null
+	AccentsStrip                               // true
+	AccentsKeep                                // false
+)
+
+// MarshalJSON writes null, true or false.
+func (a StripAccents) MarshalJSON() ([]byte, error) {
+	switch a {
+	case AccentsFollowLowerCase:
+		return []byte("null"), nil
+	case AccentsStrip:
+		return []byte("true"), nil
+	case AccentsKeep:
+		return []byte("false"), nil
+	}
+	return nil, fmt.Errorf("%w: bert config: strip_accents %d", model.ErrBadInput, int(a))
+}
+
+// UnmarshalJSON reads null, true or false.
+func (a *StripAccents) UnmarshalJSON(b []byte) error {
+	switch string(bytes.TrimSpace(b)) {
+	case "null":
+		*a = AccentsFollowLowerCase
+	case "true":
+		*a = AccentsStrip
+	case "false":
+		*a = AccentsKeep
+	default:
+		return fmt.Errorf("strip_accents: %s, want null, true or false", b)
+	}
+	return nil
+}
+
+func (a StripAccents) mode() tokenizer.AccentMode {
+	switch a {
+	case AccentsStrip:
+		return tokenizer.AccentsStrip
+	case AccentsKeep:
+		return tokenizer.AccentsKeep
+	}
+	return tokenizer.AccentsFollowLowerCase
+}
+
+// Upper bounds of a geometry, each well above any published BERT, so that a
+// corrupt or hostile file cannot make Load size huge tables (or the tensor
+// list) from a few bytes of JSON.
+const (
+	MaxLayers        = 256
+	MaxHidden        = 16384
+	MaxIntermediate  = 65536
+	MaxVocabSize     = 4 << 20
+	MaxMaxPositions  = 65536
+	MaxTypeVocabSize = 1024
+)
 
 // BaseConfig is bert-base-uncased's geometry.
 func BaseConfig() Config {
 	return Config{
 		VocabSize: 30522, Hidden: 768, Layers: 12, Heads: 12, Intermediate: 3072,
 		MaxPositions: 512, TypeVocabSize: 2, LayerNormEps: 1e-12, HiddenAct: "gelu", DoLowerCase: true,
+		TokenizeChineseChars: true,
 	}
 }
 
@@ -41,6 +107,7 @@ func TinyConfig() Config {
 	return Config{
 		VocabSize: 100, Hidden: 64, Layers: 3, Heads: 4, Intermediate: 128,
 		MaxPositions: 64, TypeVocabSize: 2, LayerNormEps: 1e-12, HiddenAct: "gelu", DoLowerCase: true,
+		TokenizeChineseChars: true,
 	}
 }
 
@@ -57,13 +124,15 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
+		max  int
 	}{
-		{"vocab_size", c.VocabSize}, {"hidden_size", c.Hidden}, {"num_hidden_layers", c.Layers},
-		{"num_attention_heads", c.Heads}, {"intermediate_size", c.Intermediate},
-		{"max_position_embeddings", c.MaxPositions}, {"type_vocab_size", c.TypeVocabSize},
+		{"vocab_size", c.VocabSize, MaxVocabSize}, {"hidden_size", c.Hidden, MaxHidden},
+		{"num_hidden_layers", c.Layers, MaxLayers}, {"num_attention_heads", c.Heads, c.Hidden},
+		{"intermediate_size", c.Intermediate, MaxIntermediate},
+		{"max_position_embeddings", c.MaxPositions, MaxMaxPositions}, {"type_vocab_size", c.TypeVocabSize, MaxTypeVocabSize},
 	} {
-		if f.v <= 0 {
-			return fmt.Errorf("%w: bert config: %s = %d, want > 0", model.ErrBadModelFile, f.name, f.v)
+		if f.v <= 0 || f.v > f.max {
+			return fmt.Errorf("%w: bert config: %s = %d, want 1..%d", model.ErrBadModelFile, f.name, f.v, f.max)
 		}
 	}
 	if c.Hidden%c.Heads != 0 {
@@ -76,6 +145,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.LayerNormEps > 0 && c.LayerNormEps < 1) {
 		return fmt.Errorf("%w: bert config: layer_norm_eps = %g, want in (0, 1)", model.ErrBadModelFile, c.LayerNormEps)
+	}
+	if c.StripAccents < AccentsFollowLowerCase || c.StripAccents > AccentsKeep {
+		return fmt.Errorf("%w: bert config: strip_accents = %d", model.ErrBadModelFile, c.StripAccents)
 	}
 	if _, ok := activations[c.HiddenAct]; !ok {
 		return fmt.Errorf("%w: bert config: hidden_act = %q, want gelu, gelu_new, gelu_pytorch_tanh or relu",
@@ -96,23 +168,26 @@ func (c Config) info(name string) model.Info {
 // hfConfig mirrors config.json with pointers so a missing required field is
 // told apart from a zero one.
 type hfConfig struct {
-	VocabSize     *int     `json:"vocab_size"`
-	Hidden        *int     `json:"hidden_size"`
-	Layers        *int     `json:"num_hidden_layers"`
-	Heads         *int     `json:"num_attention_heads"`
-	Intermediate  *int     `json:"intermediate_size"`
-	MaxPositions  *int     `json:"max_position_embeddings"`
-	TypeVocabSize *int     `json:"type_vocab_size"`
-	LayerNormEps  *float64 `json:"layer_norm_eps"`
-	HiddenAct     *string  `json:"hidden_act"`
-	DoLowerCase   *bool    `json:"do_lower_case"`
-	PositionType  *string  `json:"position_embedding_type"`
-	ModelType     *string  `json:"model_type"`
+	VocabSize     *int          `json:"vocab_size"`
+	Hidden        *int          `json:"hidden_size"`
+	Layers        *int          `json:"num_hidden_layers"`
+	Heads         *int          `json:"num_attention_heads"`
+	Intermediate  *int          `json:"intermediate_size"`
+	MaxPositions  *int          `json:"max_position_embeddings"`
+	TypeVocabSize *int          `json:"type_vocab_size"`
+	LayerNormEps  *float64      `json:"layer_norm_eps"`
+	HiddenAct     *string       `json:"hidden_act"`
+	DoLowerCase   *bool         `json:"do_lower_case"`
+	StripAccents  *StripAccents `json:"strip_accents"`
+	ChineseChars  *bool         `json:"tokenize_chinese_chars"`
+	PositionType  *string       `json:"position_embedding_type"`
+	ModelType     *string       `json:"model_type"`
 }
 
 // ParseConfig parses a Hugging Face BERT config.json (other fields are
 // ignored) and validates it. type_vocab_size defaults to 2, layer_norm_eps
-// to 1e-12, hidden_act to "gelu" and do_lower_case to true, as in HF. Errors
+// to 1e-12, hidden_act to "gelu", do_lower_case and tokenize_chinese_chars
+// to true and strip_accents to null, as in HF. Errors
 // wrap model.ErrBadModelFile and name the field.
 func ParseConfig(data []byte) (Config, error) {
 	var h hfConfig
@@ -123,7 +198,7 @@ func ParseConfig(data []byte) (Config, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Config{}, fmt.Errorf("%w: bert config: trailing data after the JSON object", model.ErrBadModelFile)
 	}
-	c := Config{TypeVocabSize: 2, LayerNormEps: 1e-12, HiddenAct: "gelu", DoLowerCase: true}
+	c := Config{TypeVocabSize: 2, LayerNormEps: 1e-12, HiddenAct: "gelu", DoLowerCase: true, TokenizeChineseChars: true}
 	for _, f := range []struct {
 		name string
 		src  *int
@@ -149,6 +224,12 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	if h.DoLowerCase != nil {
 		c.DoLowerCase = *h.DoLowerCase
+	}
+	if h.StripAccents != nil {
+		c.StripAccents = *h.StripAccents
+	}
+	if h.ChineseChars != nil {
+		c.TokenizeChineseChars = *h.ChineseChars
 	}
 	if h.ModelType != nil && *h.ModelType != "bert" {
 		return Config{}, fmt.Errorf("%w: bert config: model_type = %q, want \"bert\"", model.ErrBadModelFile, *h.ModelType)

@@ -84,3 +84,74 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestConfigBounds(t *testing.T) {
+	largest := Config{
+		VocabSize: MaxVocabSize, Hidden: MaxHidden, Layers: MaxLayers, Heads: MaxHidden, Intermediate: MaxIntermediate,
+		MaxPositions: MaxMaxPositions, TypeVocabSize: MaxTypeVocabSize, LayerNormEps: 1e-12, HiddenAct: "gelu",
+	}
+	if err := largest.Validate(); err != nil {
+		t.Fatalf("largest geometry rejected: %v", err)
+	}
+	cases := []struct {
+		field string
+		edit  func(*Config)
+	}{
+		{"num_hidden_layers", func(c *Config) { c.Layers = MaxLayers + 1 }},
+		{"num_hidden_layers", func(c *Config) { c.Layers = 1 << 36 }},
+		{"hidden_size", func(c *Config) { c.Hidden = MaxHidden * 2 }},
+		{"intermediate_size", func(c *Config) { c.Intermediate = MaxIntermediate + 1 }},
+		{"vocab_size", func(c *Config) { c.VocabSize = MaxVocabSize + 1 }},
+		{"max_position_embeddings", func(c *Config) { c.MaxPositions = MaxMaxPositions + 1 }},
+		{"type_vocab_size", func(c *Config) { c.TypeVocabSize = MaxTypeVocabSize + 1 }},
+		{"num_attention_heads", func(c *Config) { c.Hidden, c.Heads = 64, 128 }},
+		{"strip_accents", func(c *Config) { c.StripAccents = 7 }},
+	}
+	for _, c := range cases {
+		cfg := largest
+		c.edit(&cfg)
+		if err := cfg.Validate(); !errors.Is(err, model.ErrBadModelFile) || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%+v: %v, want ErrBadModelFile naming %s", cfg, err, c.field)
+		}
+	}
+	base := `{"vocab_size":30522,"hidden_size":768,"num_hidden_layers":68719476736,"num_attention_heads":12,` +
+		`"intermediate_size":3072,"max_position_embeddings":512}`
+	if _, err := ParseConfig([]byte(base)); !errors.Is(err, model.ErrBadModelFile) || !strings.Contains(err.Error(), "num_hidden_layers") {
+		t.Errorf("huge layers: %v", err)
+	}
+}
+
+func TestConfigTokenizerFields(t *testing.T) {
+	base := `{"vocab_size":100,"hidden_size":64,"num_hidden_layers":3,"num_attention_heads":4,` +
+		`"intermediate_size":128,"max_position_embeddings":64`
+	cases := []struct {
+		extra   string
+		accents StripAccents
+		chinese bool
+	}{
+		{``, AccentsFollowLowerCase, true},
+		{`,"strip_accents":null`, AccentsFollowLowerCase, true},
+		{`,"strip_accents":true`, AccentsStrip, true},
+		{`,"strip_accents":false,"tokenize_chinese_chars":false`, AccentsKeep, false},
+	}
+	for _, c := range cases {
+		cfg, err := ParseConfig([]byte(base + c.extra + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", c.extra, err)
+		}
+		if cfg.StripAccents != c.accents || cfg.TokenizeChineseChars != c.chinese {
+			t.Errorf("%s: strip_accents %d, tokenize_chinese_chars %v", c.extra, cfg.StripAccents, cfg.TokenizeChineseChars)
+		}
+		// The stored smile.config round-trips.
+		j, err := json.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, err := ParseConfig(j); err != nil || back != cfg {
+			t.Errorf("%s: round trip through %s: %+v, %v", c.extra, j, back, err)
+		}
+	}
+	if _, err := ParseConfig([]byte(base + `,"strip_accents":"yes"}`)); !errors.Is(err, model.ErrBadModelFile) || !strings.Contains(err.Error(), "strip_accents") {
+		t.Errorf("strip_accents \"yes\": %v", err)
+	}
+}

@@ -22,7 +22,7 @@ const (
 	HFConfigFile          = "config.json"
 	HFVocabFile           = "vocab.txt"
 	HFWeightsFile         = "model.safetensors"
-	HFTokenizerConfigFile = "tokenizer_config.json" // optional: do_lower_case
+	HFTokenizerConfigFile = "tokenizer_config.json" // optional: do_lower_case, strip_accents, tokenize_chinese_chars
 )
 
 // ConvertHF reads a Hugging Face BERT directory (config.json, vocab.txt,
@@ -43,14 +43,8 @@ func ConvertHF(dir string, w io.Writer) error {
 	}
 	tcPath := filepath.Join(dir, HFTokenizerConfigFile)
 	if raw, err := os.ReadFile(tcPath); err == nil {
-		var tc struct {
-			DoLowerCase *bool `json:"do_lower_case"`
-		}
-		if err := json.Unmarshal(raw, &tc); err != nil {
+		if err := applyTokenizerConfig(&cfg, raw); err != nil {
 			return fmt.Errorf("%w: %s: %v", model.ErrBadModelFile, tcPath, err)
-		}
-		if tc.DoLowerCase != nil {
-			cfg.DoLowerCase = *tc.DoLowerCase
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("bert: %s: %w", tcPath, err)
@@ -83,6 +77,39 @@ func ConvertHF(dir string, w io.Writer) error {
 	name := filepath.Base(filepath.Clean(dir))
 	source := fmt.Sprintf("huggingface dir %q, %s sha256:%s", name, HFWeightsFile, sum)
 	return backbonefile.Write(w, Family, cfg.info(name), cfg, source, vocab, tensors)
+}
+
+// applyTokenizerConfig sets the tokenizer fields of cfg that
+// tokenizer_config.json holds: do_lower_case, strip_accents (null, true or
+// false; an explicit null means "follow do_lower_case") and
+// tokenize_chinese_chars. Absent fields keep cfg's values.
+func applyTokenizerConfig(cfg *Config, raw []byte) error {
+	var tc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &tc); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		key string
+		dst any
+	}{
+		{"do_lower_case", &cfg.DoLowerCase},
+		{"strip_accents", &cfg.StripAccents},
+		{"tokenize_chinese_chars", &cfg.TokenizeChineseChars},
+	} {
+		v, ok := tc[f.key]
+		if !ok {
+			continue
+		}
+		if _, isBool := f.dst.(*bool); isBool && string(v) == "null" {
+			// json would keep the default, while Python treats None as
+			// false; reject the ambiguity rather than pick one silently.
+			return fmt.Errorf("%s: null, want true or false", f.key)
+		}
+		if err := json.Unmarshal(v, f.dst); err != nil {
+			return fmt.Errorf("%s: %v", f.key, err)
+		}
+	}
+	return nil
 }
 
 func missingFile(path string, err error) error {

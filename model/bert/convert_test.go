@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -282,5 +283,61 @@ func TestTinyTokenizer(t *testing.T) {
 	}
 	if _, err := newTokenizer([]byte("[PAD]\n"), TinyConfig()); !errors.Is(err, model.ErrBadModelFile) {
 		t.Errorf("vocab without specials: %v", err)
+	}
+}
+
+// TestConvertHFTokenizerConfig: strip_accents and tokenize_chinese_chars from
+// tokenizer_config.json are stored in the config and shape the tokenizer of
+// the loaded model.
+func TestConvertHFTokenizerConfig(t *testing.T) {
+	cfg := smallConfig()
+	const a, unk = 12, 1 // ids of "a" and [UNK] in RandomVocab
+	cases := []struct {
+		tc      string
+		lower   bool
+		accents StripAccents
+		chinese bool
+		ids     []int32 // of "á 猫猫"
+	}{
+		{`{"do_lower_case": true}`, true, AccentsFollowLowerCase, true, []int32{a, unk, unk}},
+		{`{"do_lower_case": true, "strip_accents": null, "tokenize_chinese_chars": true}`, true, AccentsFollowLowerCase, true, []int32{a, unk, unk}},
+		{`{"do_lower_case": true, "strip_accents": false}`, true, AccentsKeep, true, []int32{unk, unk, unk}},
+		{`{"do_lower_case": false, "strip_accents": true}`, false, AccentsStrip, true, []int32{a, unk, unk}},
+		{`{"do_lower_case": false}`, false, AccentsFollowLowerCase, true, []int32{unk, unk, unk}},
+		{`{"tokenize_chinese_chars": false}`, true, AccentsFollowLowerCase, false, []int32{a, unk}},
+	}
+	for _, c := range cases {
+		t.Run(c.tc, func(t *testing.T) {
+			dir := writeDir(t, cfg)
+			if err := os.WriteFile(filepath.Join(dir, HFTokenizerConfigFile), []byte(c.tc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f := convert(t, dir)
+			got, err := ParseConfig(f.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.DoLowerCase != c.lower || got.StripAccents != c.accents || got.TokenizeChineseChars != c.chinese {
+				t.Errorf("stored config %s", f.Config)
+			}
+			m, err := Load(newDevice(t), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			ids, err := m.Tokenizer().Encode("á 猫猫")
+			if err != nil || !slices.Equal(ids, c.ids) {
+				t.Errorf("Encode = %v, %v; want %v", ids, err, c.ids)
+			}
+		})
+	}
+	for _, bad := range []string{`{"strip_accents": "yes"}`, `{"tokenize_chinese_chars": null}`, `{"do_lower_case": 1}`} {
+		dir := writeDir(t, cfg)
+		if err := os.WriteFile(filepath.Join(dir, HFTokenizerConfigFile), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := ConvertHF(dir, &bytes.Buffer{}); !errors.Is(err, model.ErrBadModelFile) || !strings.Contains(err.Error(), HFTokenizerConfigFile) {
+			t.Errorf("%s: %v, want ErrBadModelFile naming %s", bad, err, HFTokenizerConfigFile)
+		}
 	}
 }

@@ -36,7 +36,7 @@ type Model struct {
 	ws       gpu.Buffer // scratch for one layer, sized for wsTokens rows
 	wsTokens int
 	states   map[*model.State]gpu.Buffer // live states and their buffers
-	free     []freeState                 // released states, kept for reuse
+	free     []freeBuf                   // buffers of released states, kept for reuse
 
 	// host scratch reused by every call
 	ids  []int32
@@ -53,8 +53,10 @@ type layer struct {
 	ln2G, ln2B       gpu.Mat
 }
 
-type freeState struct {
-	st  *model.State
+// freeBuf is a released state's buffer. Only buffers are pooled: every
+// state handed out is a fresh *model.State, so a stale pointer kept after
+// Release can never alias (and a second Release can never free) a live one.
+type freeBuf struct {
 	buf gpu.Buffer
 	cap int // tokens
 }
@@ -75,11 +77,13 @@ func Load(dev gpu.Device, f *backbonefile.File) (*Model, error) {
 		return nil, fmt.Errorf("%w: bert: %s: %s %+v disagrees with %s (%+v)",
 			model.ErrBadModelFile, f.Name(), backbonefile.KeyInfo, f.Info, backbonefile.KeyConfig, want)
 	}
-	return build(dev, cfg, f.Info.Name, f.Vocab(), f.Float32)
+	return build(dev, cfg, f.Info.Name, f.Vocab(), f.CheckFloat32, f.Float32)
 }
 
-// build makes a Model from SMILE-layout tensors read through get.
-func build(dev gpu.Device, cfg Config, name string, vocab []byte, get getter) (*Model, error) {
+// build makes a Model from SMILE-layout tensors read through get, once check
+// has passed every tensor: nothing sized by the geometry is allocated before
+// the source has shown it holds tensors of that geometry.
+func build(dev gpu.Device, cfg Config, name string, vocab []byte, check checker, get getter) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -95,6 +99,9 @@ func build(dev gpu.Device, cfg Config, name string, vocab []byte, get getter) (*
 	sp := specs(cfg)
 	total := 0
 	for _, s := range sp {
+		if err := check(s.name, s.shape...); err != nil {
+			return nil, err
+		}
 		total += numElems(s.shape)
 	}
 	if m.weights, err = dev.Alloc(total); err != nil {
@@ -240,8 +247,56 @@ func (m *Model) Embed(ctx context.Context, ids [][]int32) (*model.State, error) 
 	return st, nil
 }
 
-// newState returns a state for seqs sequences and tokens rows, reusing a
-// released one whose buffer is large enough.
+// StateWidth is the width of BERT's hidden states, Hidden after every layer.
+func (m *Model) StateWidth(layer int) int { return m.cfg.Hidden }
+
+// Restore builds a state at layer boundary layer (0: embeddings) from host
+// hidden states h, offsets[len(offsets)-1] rows of Hidden floats packed as in
+// model.State. Bad arguments wrap model.ErrBadInput.
+func (m *Model) Restore(ctx context.Context, offsets []int, layer int, h []float32) (*model.State, error) {
+	if m.weights == nil {
+		return nil, fmt.Errorf("%w: bert: model closed", model.ErrBadInput)
+	}
+	if layer < 0 || layer > m.cfg.Layers {
+		return nil, fmt.Errorf("%w: bert: restore at layer %d, want 0..%d", model.ErrBadInput, layer, m.cfg.Layers)
+	}
+	if len(offsets) < 2 {
+		return nil, fmt.Errorf("%w: bert: restore: %d offsets, want at least 2 (one sequence)", model.ErrBadInput, len(offsets))
+	}
+	if offsets[0] != 0 {
+		return nil, fmt.Errorf("%w: bert: restore: offsets start at %d, want 0", model.ErrBadInput, offsets[0])
+	}
+	for s := range len(offsets) - 1 {
+		// n > 0 also rules out decreasing offsets; checking each length
+		// against the window bounds the total, so nothing below overflows.
+		if n := offsets[s+1] - offsets[s]; n <= 0 || n > m.cfg.MaxPositions {
+			return nil, fmt.Errorf("%w: bert: restore: sequence %d has %d rows (offsets %d..%d), want 1..%d",
+				model.ErrBadInput, s, n, offsets[s], offsets[s+1], m.cfg.MaxPositions)
+		}
+	}
+	tokens := offsets[len(offsets)-1]
+	if want := tokens * m.cfg.Hidden; len(h) != want {
+		return nil, fmt.Errorf("%w: bert: restore: %d floats, want %d rows x %d",
+			model.ErrBadInput, len(h), tokens, m.cfg.Hidden)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	st, err := m.newState(len(offsets)-1, tokens)
+	if err != nil {
+		return nil, err
+	}
+	copy(st.Offsets, offsets)
+	st.Layer = layer
+	if err := m.dev.Upload(st.H, h); err != nil {
+		m.Release(st)
+		return nil, fmt.Errorf("bert: restore: %w", err)
+	}
+	return st, nil
+}
+
+// newState returns a fresh state for seqs sequences and tokens rows at
+// layer 0, reusing the smallest released buffer that is large enough.
 func (m *Model) newState(seqs, tokens int) (*model.State, error) {
 	best := -1
 	for i, f := range m.free {
@@ -249,7 +304,7 @@ func (m *Model) newState(seqs, tokens int) (*model.State, error) {
 			best = i
 		}
 	}
-	var f freeState
+	var f freeBuf
 	if best >= 0 {
 		f = m.free[best]
 		m.free[best] = m.free[len(m.free)-1]
@@ -264,28 +319,18 @@ func (m *Model) newState(seqs, tokens int) (*model.State, error) {
 					big = i
 				}
 			}
-			f = m.free[big]
-			m.dev.Free(f.buf)
+			m.dev.Free(m.free[big].buf)
 			m.free[big] = m.free[n-1]
 			m.free = m.free[:n-1]
-		} else {
-			f.st = &model.State{}
 		}
 		c := roundTokens(tokens)
 		buf, err := m.dev.Alloc(c * m.cfg.Hidden)
 		if err != nil {
 			return nil, fmt.Errorf("bert: state for %d tokens: %w", tokens, err)
 		}
-		f.buf, f.cap = buf, c
+		f = freeBuf{buf: buf, cap: c}
 	}
-	st := f.st
-	if cap(st.Offsets) < seqs+1 {
-		st.Offsets = make([]int, seqs+1)
-	}
-	st.Offsets = st.Offsets[:seqs+1]
-	st.Offsets[0] = 0
-	st.H = gpu.NewMat(f.buf, tokens, m.cfg.Hidden)
-	st.Layer = 0
+	st := &model.State{Offsets: make([]int, seqs+1), H: gpu.NewMat(f.buf, tokens, m.cfg.Hidden)}
 	m.states[st] = f.buf
 	return st, nil
 }
@@ -302,7 +347,7 @@ func (m *Model) Release(st *model.State) {
 		return
 	}
 	delete(m.states, st)
-	m.free = append(m.free, freeState{st: st, buf: buf, cap: buf.Len() / m.cfg.Hidden})
+	m.free = append(m.free, freeBuf{buf: buf, cap: buf.Len() / m.cfg.Hidden})
 	// Clear the view so a stale use fails loudly instead of reading reused
 	// memory.
 	st.H = gpu.Mat{}

@@ -111,7 +111,15 @@ func NewRandom(dev gpu.Device, cfg Config, seed int64) (*Model, error) {
 		return nil, err
 	}
 	clear(hf)
-	return build(dev, cfg, fmt.Sprintf("random-%d", seed), RandomVocab(cfg.VocabSize), mapGetter(smile))
+	return build(dev, cfg, fmt.Sprintf("random-%d", seed), RandomVocab(cfg.VocabSize), mapChecker(smile), mapGetter(smile))
+}
+
+func mapChecker(m map[string][]float32) checker {
+	get := mapGetter(m)
+	return func(name string, shape ...int) error {
+		_, err := get(name, shape...)
+		return err
+	}
 }
 
 // mapGetter serves tensors from memory; shapes were fixed by whoever filled
@@ -191,7 +199,10 @@ func WriteHFDir(dir string, cfg Config, seed int64) error {
 	if err != nil {
 		return fmt.Errorf("bert: %w", err)
 	}
-	tc, err := json.Marshal(map[string]any{"do_lower_case": cfg.DoLowerCase})
+	tc, err := json.Marshal(map[string]any{
+		"do_lower_case": cfg.DoLowerCase, "strip_accents": cfg.StripAccents,
+		"tokenize_chinese_chars": cfg.TokenizeChineseChars,
+	})
 	if err != nil {
 		return fmt.Errorf("bert: %w", err)
 	}

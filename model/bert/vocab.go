@@ -12,9 +12,9 @@ import (
 // every id it can produce has a row in the embedding table.
 func newTokenizer(vocab []byte, cfg Config) (*tokenizer.WordPiece, error) {
 	wc := tokenizer.DefaultWordPieceConfig()
-	if !cfg.DoLowerCase {
-		wc = tokenizer.CasedWordPieceConfig()
-	}
+	wc.DoLowerCase = cfg.DoLowerCase
+	wc.StripAccents = cfg.StripAccents.mode()
+	wc.TokenizeChineseChars = cfg.TokenizeChineseChars
 	wp, err := tokenizer.LoadWordPiece(bytes.NewReader(vocab), wc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bert: vocabulary: %w", model.ErrBadModelFile, err)

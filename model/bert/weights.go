@@ -60,6 +60,10 @@ func specs(cfg Config) []tensorSpec {
 // getter returns a tensor as float32, checking its shape.
 type getter func(name string, shape ...int) ([]float32, error)
 
+// checker reports what the getter would fail with for name and shape,
+// without decoding or allocating.
+type checker func(name string, shape ...int) error
+
 // transpose returns the [cols, rows] transpose of the row-major [rows, cols] w.
 func transpose(w []float32, rows, cols int) []float32 {
 	t := make([]float32, len(w))
@@ -122,24 +126,28 @@ func fromHF(cfg Config, get getter, put func(name string, shape []int, v []float
 	}
 	for l := range cfg.Layers {
 		p := fmt.Sprintf("encoder.layer.%d.", l)
-		qkvW := make([]float32, H*3*H)
-		qkvB := make([]float32, 3*H)
+		// Read all three parts before sizing the fused tensors by H, so a
+		// source that lacks them fails before anything is allocated for them.
+		var ws, bs [3][]float32
 		for k, part := range []string{"query", "key", "value"} {
-			w, err := get(p+"attention.self."+part+".weight", H, H)
-			if err != nil {
+			var err error
+			if ws[k], err = get(p+"attention.self."+part+".weight", H, H); err != nil {
 				return err
 			}
+			if bs[k], err = get(p+"attention.self."+part+".bias", H); err != nil {
+				return err
+			}
+		}
+		qkvW := make([]float32, H*3*H)
+		qkvB := make([]float32, 3*H)
+		for k, w := range ws {
 			// HF [out, in] -> column block k of the [in, 3*out] fused matrix.
 			for o := range H {
 				for i, x := range w[o*H : (o+1)*H] {
 					qkvW[i*3*H+k*H+o] = x
 				}
 			}
-			b, err := get(p+"attention.self."+part+".bias", H)
-			if err != nil {
-				return err
-			}
-			copy(qkvB[k*H:], b)
+			copy(qkvB[k*H:], bs[k])
 		}
 		if err := put(layerTensor(l, "qkv.weight"), []int{H, 3 * H}, qkvW); err != nil {
 			return err
