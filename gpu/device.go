@@ -58,8 +58,9 @@ const (
 )
 
 // Segment is one group of consecutive rows in a segmented GEMM, multiplied by
-// its own weight matrix. A segment whose W.IsZero() leaves its output rows
-// untouched (a zero adapter: the identity contribution).
+// its own weight matrix. A segment whose W.IsZero() contributes nothing (a
+// zero adapter): its output rows become beta*y, so beta = 1 leaves them
+// untouched and beta = 0 sets them to zero.
 type Segment struct {
 	Rows int
 	W    Mat
@@ -100,9 +101,10 @@ type Device interface {
 	GemmStridedBatched(tA, tB bool, alpha float32, a Mat, strideA int, b Mat, strideB int,
 		beta float32, c Mat, strideC int, batch int) error
 	// GemmSegmented multiplies consecutive row groups of x by their own
-	// weights: y[seg] = alpha*x[seg]*op(W_seg) + beta*y[seg]. The segments'
-	// Rows must add up to x.Rows. This is how each vPLM's rows in a mixed
-	// batch meet their own adapter.
+	// weights: y[seg] = alpha*x[seg]*op(W_seg) + beta*y[seg], where a zero
+	// W_seg counts as a zero product (y[seg] = beta*y[seg]; with beta = 0,
+	// y is not read). The segments' Rows must add up to x.Rows. This is how
+	// each vPLM's rows in a mixed batch meet their own adapter.
 	GemmSegmented(tB bool, alpha float32, x Mat, segs []Segment, beta float32, y Mat) error
 
 	// Gather sets dst row i to table row ids[i] (accumulate: adds it).

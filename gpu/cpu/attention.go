@@ -9,8 +9,8 @@ import (
 // Attention work is split into items of (sequence, head, block of query
 // rows). An item computes S = scale*Q_blk K^T into per-participant scratch,
 // a row softmax, and out_blk = S V. Items run side by side, one per
-// participant, each GEMM on a single thread: for the OpenBLAS backend that
-// means OpenBLAS is switched to one thread for the duration of the call, so
+// participant, each GEMM on a single thread: for the OpenBLAS backend the
+// call holds OpenBLAS's thread count at 1 (blasThreads) while they run, so
 // its own threads and ours never compete for the cores.
 //
 // With OpenBLAS compiled in, both GEMMs of every item go to OpenBLAS: its
@@ -136,13 +136,18 @@ func (d *Device) Attention(out, q, k, v gpu.Mat, heads int, offsets []int, scale
 			biggest = max(biggest, mnk)
 		}
 	}
-	if d.threads == 1 || len(t.items) == 1 || work < parGemmMin {
+	serial := d.threads == 1 || len(t.items) == 1 || work < parGemmMin
+	if d.blas && biggest > blasSerialMNK {
+		n := 1 // items side by side, each GEMM on one thread
+		if serial {
+			n = d.threads
+		}
+		blasThreads.acquire(n)
+		defer blasThreads.release()
+	}
+	if serial {
 		t.run(0, 0, len(t.items))
 	} else {
-		if d.blas && biggest > blasSerialMNK {
-			blasSetThreads(1)
-			defer blasSetThreads(d.threads)
-		}
 		d.pool.parallel(t, len(t.items), max(1, len(t.items)/(8*d.threads)), d.threads)
 	}
 	t.q, t.k, t.v, t.out, t.offsets = nil, nil, nil, nil, nil

@@ -70,9 +70,6 @@ func New(cfg Config) (*Device, error) {
 		ws:      make([]workspace, threads),
 		limit:   limit,
 	}
-	if d.blas {
-		blasSetThreads(threads)
-	}
 	// A device dropped without Close still lets its helpers go.
 	runtime.AddCleanup(d, func(p *pool) { p.close() }, d.pool)
 	return d, nil

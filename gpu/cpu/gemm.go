@@ -61,12 +61,21 @@ func (d *Device) gemm(g *gemmArgs) {
 	case g.m == 0 || g.n == 0:
 	case g.k == 0 || g.alpha == 0:
 		scaleC(g, 0, g.m, 0, g.n)
+	case d.blas && g.mnk() > blasSerialMNK:
+		d.blasThreaded(g)
 	case d.blas:
-		blasSetThreads(d.threads) // another device may have changed it
-		blasSgemm(g)
+		blasSgemm(g) // OpenBLAS runs it on this thread whatever its count
 	default:
 		d.goGemm(g)
 	}
+}
+
+// blasThreaded runs a GEMM that OpenBLAS threads, holding its thread count
+// at d.threads for the call.
+func (d *Device) blasThreaded(g *gemmArgs) {
+	blasThreads.acquire(d.threads)
+	defer blasThreads.release()
+	blasSgemm(g)
 }
 
 // gemmSerial runs one GEMM on the calling thread (participant w).
@@ -76,7 +85,7 @@ func (d *Device) gemmSerial(w int, g *gemmArgs) {
 	case g.k == 0 || g.alpha == 0:
 		scaleC(g, 0, g.m, 0, g.n)
 	case d.blas:
-		blasSgemm(g) // callers keep it under blasSerialMNK or set one thread
+		blasSgemm(g) // callers keep it under blasSerialMNK or hold blasThreads at 1
 	default:
 		goGemmBlock(&d.ws[w], g, 0, g.m, 0, g.n)
 	}
@@ -112,7 +121,8 @@ func (t *batchTask) run(w, lo, hi int) {
 // runItems runs the independent GEMMs in d.items (their outputs are
 // disjoint). Big items run one after the other, each on every thread; many
 // small ones run side by side, one per thread, which for OpenBLAS means
-// single-threaded calls: OpenBLAS's own threads are never started from two
+// single-threaded calls (the count held at 1 unless every item is under
+// blasSerialMNK): OpenBLAS's own threads are never started from two
 // goroutines at once. An item bigger than a fair share of the whole (one
 // popular adapter's rows among many small segments) is taken out and run on
 // every thread first, so it cannot leave the other threads idle.
@@ -149,8 +159,8 @@ func (d *Device) runItems() {
 		d.gemm(&items[i])
 	}
 	if d.blas && biggest > blasSerialMNK {
-		blasSetThreads(1)
-		defer blasSetThreads(d.threads)
+		blasThreads.acquire(1)
+		defer blasThreads.release()
 	}
 	d.batchT.d = d
 	d.pool.parallel(&d.batchT, small, 1, d.threads)
@@ -237,8 +247,9 @@ func (d *Device) gemmCheckViews(tA, tB bool, alpha float32, a, b gpu.Mat, beta f
 }
 
 // GemmSegmented computes y[seg] = alpha*x[seg]*op(W_seg) + beta*y[seg] for
-// consecutive row groups; a segment with a zero W leaves its rows untouched.
-// Nothing is written unless every segment checks out.
+// consecutive row groups; a segment with a zero W contributes nothing:
+// y[seg] = beta*y[seg] (zeros for beta = 0). Nothing is written unless
+// every segment checks out.
 func (d *Device) GemmSegmented(tB bool, alpha float32, x gpu.Mat, segs []gpu.Segment, beta float32, y gpu.Mat) error {
 	if err := d.segmentedCheck(tB, x, segs, y); err != nil {
 		return fmt.Errorf("cpu: GemmSegmented: %w", err)
@@ -246,7 +257,13 @@ func (d *Device) GemmSegmented(tB bool, alpha float32, x gpu.Mat, segs []gpu.Seg
 	d.items = d.items[:0]
 	r := 0
 	for _, s := range segs {
-		if s.Rows > 0 && !s.W.IsZero() {
+		switch {
+		case s.Rows == 0 || s.W.IsZero() && beta == 1:
+		case s.W.IsZero():
+			// k = 0: gemm and gemmSerial only scale C by beta.
+			ys, _ := d.view("y", y.Rowsl(r, r+s.Rows))
+			d.items = append(d.items, gemmArgs{m: s.Rows, n: y.Cols, alpha: alpha, beta: beta, c: ys, ldc: y.Stride})
+		default:
 			g, err := d.gemmCheckViews(false, tB, alpha, x.Rowsl(r, r+s.Rows), s.W, beta, y.Rowsl(r, r+s.Rows))
 			if err != nil { // unreachable after segmentedCheck
 				return fmt.Errorf("cpu: GemmSegmented: %w", err)

@@ -60,9 +60,9 @@ func (t *ewTask) run(w, lo, hi int) {
 		case ewAddBias:
 			x := t.row(t.x, i, t.xs)
 			addInto(x, x, t.p0)
-			activateRow(x, t.act, &t.d.ws[w])
+			activateRow(x, t.act)
 		case ewActivate:
-			activateRow(t.row(t.x, i, t.xs), t.act, &t.d.ws[w])
+			activateRow(t.row(t.x, i, t.xs), t.act)
 		case ewAdd:
 			addInto(t.row(t.x, i, t.xs), t.row(t.a, i, t.as), t.row(t.b, i, t.bs))
 		case ewScale:

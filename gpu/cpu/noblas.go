@@ -4,7 +4,9 @@ package cpu
 
 const haveOpenBLAS = false
 
-func blasSetThreads(int) {}
+func blasSetNumThreads(int) {}
+
+func blasNumThreads() int { return 0 }
 
 func blasSgemm(*gemmArgs) { panic("cpu: OpenBLAS is not compiled in") }
 

@@ -8,33 +8,21 @@ package cpu
 */
 import "C"
 
-import (
-	"sync"
-	"unsafe"
-)
+import "unsafe"
 
 const haveOpenBLAS = true
 
-// blasThreads is OpenBLAS's thread count as last set by this package.
-// OpenBLAS keeps it in a process-wide variable: every CPU device in the
-// process shares it (see the package documentation).
-var blasThreads struct {
-	sync.Mutex
-	n int
-}
+// blasSetNumThreads sets OpenBLAS's process-wide thread count; only
+// blasThreads calls it.
+func blasSetNumThreads(n int) { C.openblas_set_num_threads(C.int(n)) }
 
-func blasSetThreads(n int) {
-	blasThreads.Lock()
-	if blasThreads.n != n {
-		C.openblas_set_num_threads(C.int(n))
-		blasThreads.n = n
-	}
-	blasThreads.Unlock()
-}
+// blasNumThreads is OpenBLAS's thread count now (for tests).
+func blasNumThreads() int { return int(C.openblas_get_num_threads()) }
 
 // blasSgemm runs g through cblas_sgemm. g has been validated: m, n, k >= 1
 // and every leading dimension is at least the stored row length, so
 // OpenBLAS never reaches its error handler (which prints and returns).
+// A call over blasSerialMNK multiply-adds must hold blasThreads.
 func blasSgemm(g *gemmArgs) {
 	ta, tb := uint32(C.CblasNoTrans), uint32(C.CblasNoTrans)
 	if g.tA {

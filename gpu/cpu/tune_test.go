@@ -118,6 +118,9 @@ func TestTuneKernels(t *testing.T) {
 		h := benchMat(t, d, 128, 768)
 		h0 := benchMat(t, d, 128, 768)
 		h2 := benchMat(t, d, 128, 768)
+		// GELU's inputs over [-6, 6], where its table rows are spread out.
+		wide, wide0 := benchMat(t, d, 128, 3072), benchMat(t, d, 128, 3072)
+		d.Scale(wide0, 24)
 		bias := benchMat(t, d, 1, 3072)
 		g := benchMat(t, d, 1, 768)
 		for _, k := range []struct {
@@ -126,6 +129,7 @@ func TestTuneKernels(t *testing.T) {
 			f    func() error
 		}{
 			{"AddBias+GELU 128x3072", 128 * 3072, func() error { return d.AddBias(ff, bias, gpu.ActGELU) }},
+			{"Activate GELU wide 128x3072", 128 * 3072, func() error { return d.Activate(wide, gpu.ActGELU) }},
 			{"AddBias+GELUTanh 128x3072", 128 * 3072, func() error { return d.AddBias(ff, bias, gpu.ActGELUTanh) }},
 			{"Activate Tanh 128x3072", 128 * 3072, func() error { return d.Activate(ff, gpu.ActTanh) }},
 			{"Activate ReLU 128x3072", 128 * 3072, func() error { return d.Activate(ff, gpu.ActReLU) }},
@@ -136,7 +140,7 @@ func TestTuneKernels(t *testing.T) {
 		} {
 			// Each run starts from the same data (in-place kernels applied
 			// over and over drift into denormals); the copy is subtracted.
-			restore := func() { d.Copy(ff, ff0); d.Copy(h, h0) }
+			restore := func() { d.Copy(ff, ff0); d.Copy(h, h0); d.Copy(wide, wide0) }
 			best := bestOf(50, func() { restore(); k.f() }) - bestOf(50, restore)
 			fmt.Printf("kernel threads=%d %-26s %6.1f µs %5.2f ns/elem\n", threads, k.name,
 				float64(best.Nanoseconds())/1e3, float64(best.Nanoseconds())/float64(k.n))

@@ -291,17 +291,27 @@ func testGemmSegmented(e *env) {
 		mag := make([]float64, len(yv))
 		r0 := 0
 		for si, s := range segs {
-			if ws[si] != nil && s.Rows > 0 {
+			if ws[si] != nil {
 				_, wc := stored(tB, k, n)
 				w, mg := refGemm(false, tB, s.Rows, n, k, float64(alpha), xv[r0*k:], k, ws[si].get(), wc, float64(beta), yv[r0*n:])
 				copy(want[r0*n:], w)
 				copy(mag[r0*n:], mg)
+			} else {
+				// A zero W contributes nothing: beta*y, exactly (beta is 0,
+				// 0.5 or 1), and zeros for beta = 0 even over a NaN.
+				for i := r0 * n; i < (r0+s.Rows)*n; i++ {
+					want[i] = float64(beta) * yv[i]
+					if beta == 0 {
+						want[i] = 0
+					}
+				}
 			}
 			r0 += s.Rows
 		}
 		e.noErr("GemmSegmented", e.dev.GemmSegmented(tB, alpha, x.m, segs, beta, y.m))
 		e.check(fmt.Sprintf("GemmSegmented %d", r), y, want, gemmTol(k, mag, n))
 	}
+	testZeroSegments(e)
 	// Errors: rows that do not add up, a W of the wrong shape, y = x.
 	x := e.mat(6, 4, dense, -1, 1)
 	y := e.mat(6, 3, dense, -1, 1)
@@ -314,4 +324,52 @@ func testGemmSegmented(e *env) {
 	e.wantErr("GemmSegmented W transposed", e.dev.GemmSegmented(true, 1, x.m, []gpu.Segment{{Rows: 6, W: w.m}}, 0, y.m), gpu.ErrShape)
 	e.wantErr("GemmSegmented y = x", e.dev.GemmSegmented(false, 1, x.m, []gpu.Segment{{Rows: 6, W: w.m.Colsl(0, 3)}}, 0, x.m.Colsl(0, 3)), gpu.ErrShape)
 	e.unchanged("GemmSegmented after errors", y)
+}
+
+// testZeroSegments: a segment with a zero W contributes a zero product, so
+// its rows of y become beta*y whatever beta is: untouched for beta = 1 (a NaN
+// stays), scaled for 0.5, zeros for 0 (y is not read: a NaN goes). Also when
+// every segment is zero.
+func testZeroSegments(e *env) {
+	const k, n = 5, 4
+	w := e.mat(k, n, dense, -1, 1)
+	for _, beta := range []float32{0, 0.5, 1} {
+		for _, allZero := range []bool{false, true} {
+			segs := []gpu.Segment{{Rows: 2, W: w.m}, {Rows: 3}, {Rows: 1, W: w.m}, {Rows: 2}}
+			if allZero {
+				for i := range segs {
+					segs[i].W = gpu.Mat{}
+				}
+			}
+			x := e.mat(8, k, e.layout(), -1, 1)
+			y := e.mat(8, n, e.layout(), -1, 1)
+			yv := y.get()
+			yv[2*n+1] = math.NaN() // in the first zero segment
+			y32 := make([]float32, len(yv))
+			for i, v := range yv {
+				y32[i] = float32(v)
+			}
+			e.fill(y, y32)
+			xv, wv := x.get(), w.get()
+			want := make([]float64, len(yv))
+			mag := make([]float64, len(yv))
+			r0 := 0
+			for _, s := range segs {
+				if s.W.IsZero() {
+					for i := r0 * n; i < (r0+s.Rows)*n; i++ {
+						if beta != 0 {
+							want[i] = float64(beta) * yv[i]
+						}
+					}
+				} else {
+					g, mg := refGemm(false, false, s.Rows, n, k, 1, xv[r0*k:], k, wv, n, float64(beta), yv[r0*n:])
+					copy(want[r0*n:], g)
+					copy(mag[r0*n:], mg)
+				}
+				r0 += s.Rows
+			}
+			e.noErr("GemmSegmented zero W", e.dev.GemmSegmented(false, 1, x.m, segs, beta, y.m))
+			e.check(fmt.Sprintf("GemmSegmented zero W beta=%v all=%v", beta, allZero), y, want, gemmTol(k, mag, n))
+		}
+	}
 }
