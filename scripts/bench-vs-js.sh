@@ -13,8 +13,9 @@ make --no-print-directory build >/dev/null
 if [ ! -d scripts/reference/node_modules ]; then
   (cd scripts/reference && npm ci --no-audit --no-fund --silent)
 fi
-js=$(cd scripts/reference && node bench.js $quick --backends wasm-simd-1t --batches 32 | tee /dev/stderr)
-go=$(bin/smile bench forward --backbone use-lite $quick --json | tee /dev/stderr)
+js=$(cd scripts/reference && node bench.js $quick --backends wasm-simd-1t --batches 32)
+go=$(bin/smile bench forward --backbone use-lite $quick --json)
+printf '%s\n%s\n' "$js" "$go"
 JS="$js" GO="$go" node -e '
 const parse = (s) => s.trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
 const js = parse(process.env.JS).filter((r) => r.bench === "js-reference" && r.batch === 32 && r.seq_per_s);
