@@ -27,13 +27,14 @@ run: build
 # Everything CI runs: formatting, vet, the race-enabled test suite (parity
 # tests on the real weights included), a short fuzz of every decoder and
 # tokenizer, and one iteration of every benchmark.
+# The race suite runs last so its closing count is the last line printed.
 test: build check
 	@test -f $(TEST_DATA)/backbones/use-lite || $(BIN) --data-dir $(TEST_DATA) pull use-lite
-	$(GO) test -race -count=1 -timeout 20m ./...
-	# Allocation checks are skipped under -race (it allocates): run them without.
-	$(GO) test -count=1 -run 'Alloc' ./...
 	FUZZTIME=$(FUZZTIME) scripts/fuzz-short.sh
 	$(MAKE) --no-print-directory bench-smoke
+	# Allocation checks are skipped under -race (it allocates): run them without.
+	$(GO) test -count=1 -run 'Alloc' ./...
+	scripts/test-race.sh
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
