@@ -155,25 +155,13 @@ func TestConvertHFVariants(t *testing.T) {
 	for _, n := range ref.Names() {
 		a, _ := ref.Float32(n)
 		b, err := f.Float32(n)
-		if err != nil || !slicesEqual(a, b) {
+		if err != nil || !slices.Equal(a, b) {
 			t.Errorf("%s differs with prefixed names: %v", n, err)
 		}
 	}
 	if c, _ := ParseConfig(f.Config); c.DoLowerCase {
 		t.Error("do_lower_case from tokenizer_config.json ignored")
 	}
-}
-
-func slicesEqual(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestConvertHFBroken(t *testing.T) {

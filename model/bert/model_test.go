@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -122,7 +123,7 @@ func TestLayerRanges(t *testing.T) {
 		t.Errorf("observer saw layers %v", seen)
 	}
 	ha, hb := download(t, dev, a.H), download(t, dev, b.H)
-	if !slicesEqual(ha, hb) {
+	if !slices.Equal(ha, hb) {
 		t.Error("two-step run differs from one-step run")
 	}
 	if err := m.RunLayers(ctx, b, 1, nil); !errors.Is(err, model.ErrBadInput) {

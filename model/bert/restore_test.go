@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/smile-vplm/smile/model"
@@ -61,14 +62,14 @@ func TestRestore(t *testing.T) {
 		if err := m.RunLayers(ctx, st, cfg.Layers, nil); err != nil {
 			t.Fatal(err)
 		}
-		if got := download(t, dev, st.H); !slicesEqual(got, want) {
+		if got := download(t, dev, st.H); !slices.Equal(got, want) {
 			t.Errorf("restored at layer %d: final states differ from the one-shot run", k)
 		}
 		gotPool := make([]float32, len(wantPool))
 		if err := m.Pool(ctx, st, gotPool); err != nil {
 			t.Fatal(err)
 		}
-		if !slicesEqual(gotPool, wantPool) {
+		if !slices.Equal(gotPool, wantPool) {
 			t.Errorf("restored at layer %d: pooled output differs", k)
 		}
 		m.Release(st)

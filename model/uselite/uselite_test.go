@@ -8,6 +8,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -110,7 +111,7 @@ func TestParity(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, r := range refs {
-				if want := bb.Prepare(r.IDs); !slicesEqual(ids[i], want) {
+				if want := bb.Prepare(r.IDs); !slices.Equal(ids[i], want) {
 					t.Errorf("text %d (%s): ids differ from the JS library\n got %v\nwant %v", i, r.Source, ids[i], want)
 				}
 			}
@@ -135,18 +136,6 @@ func TestParity(t *testing.T) {
 			t.Logf("%d texts (%d over 128 ids): worst max-abs difference %.3g", len(refs), long, worst)
 		})
 	}
-}
-
-func slicesEqual(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestBatchInvariance: a text's embedding does not depend on its batch.
