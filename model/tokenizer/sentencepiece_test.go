@@ -261,26 +261,7 @@ func TestSentencePieceNullScores(t *testing.T) {
 func TestSentencePieceConcurrent(t *testing.T) {
 	sp := loadUSELite(t)
 	texts := []string{"Hello world", "", " :) ", "e" + strings.Repeat("\u0301", 40), strings.Repeat("long text ", 500), "中文 \U0001F600"}
-	want := make([][]int32, len(texts))
-	for i, s := range texts {
-		want[i], _ = sp.Encode(s)
-	}
-	var wg sync.WaitGroup
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := 0; k < 200; k++ {
-				i := (g + k) % len(texts)
-				got, err := sp.Encode(texts[i])
-				if err != nil || !slices.Equal(got, want[i]) {
-					t.Errorf("concurrent Encode(%.20q) = %v, %v", texts[i], got, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	checkConcurrent(t, sp, texts)
 }
 
 func TestSentencePieceAppendEncodeAllocs(t *testing.T) {
@@ -328,4 +309,29 @@ func TestNormExact(t *testing.T) {
 	if !utf8.ValidString(got) || strings.ContainsRune(got, '\u034f') {
 		t.Errorf("nfkcAppend left a CGJ: %+q", got)
 	}
+}
+
+// checkConcurrent encodes texts from 8 goroutines at once and checks every
+// result against a sequential encoding (run with -race).
+func checkConcurrent(t *testing.T, tok Tokenizer, texts []string) {
+	t.Helper()
+	want := make([][]int32, len(texts))
+	for i, s := range texts {
+		want[i], _ = tok.Encode(s)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 200; k++ {
+				i := (g + k) % len(texts)
+				if got, err := tok.Encode(texts[i]); err != nil || !slices.Equal(got, want[i]) {
+					t.Errorf("concurrent Encode(%.20q) = %v, %v", texts[i], got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

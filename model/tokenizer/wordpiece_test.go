@@ -4,7 +4,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -255,23 +254,5 @@ func TestLoadWordPieceLines(t *testing.T) {
 func TestWordPieceConcurrent(t *testing.T) {
 	w := newToyWordPiece(t, DefaultWordPieceConfig())
 	texts := []string{"unwanted running", "Hello, World!", "中文", strings.Repeat("unaffable ", 100), ""}
-	want := make([][]int32, len(texts))
-	for i, s := range texts {
-		want[i], _ = w.Encode(s)
-	}
-	var wg sync.WaitGroup
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := 0; k < 200; k++ {
-				i := (g + k) % len(texts)
-				if got, err := w.Encode(texts[i]); err != nil || !slices.Equal(got, want[i]) {
-					t.Errorf("concurrent Encode(%.20q) = %v, %v", texts[i], got, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	checkConcurrent(t, w, texts)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/smile-vplm/smile/gpu"
 	"github.com/smile-vplm/smile/model"
@@ -26,7 +27,7 @@ func (ts Tensors) Float32(name string, shape ...int) ([]float32, error) {
 		if t.Name != name {
 			continue
 		}
-		if fmt.Sprint(t.Shape) != fmt.Sprint(shape) {
+		if !slices.Equal(t.Shape, shape) {
 			return nil, fmt.Errorf("%w: tensor %q has shape %v, want %v", model.ErrBadModelFile, name, t.Shape, shape)
 		}
 		return t.Data, nil
