@@ -27,6 +27,9 @@ type State struct {
 	Offsets []int
 	H       gpu.Mat
 	Layer   int
+	// Hooks, when set, let adapters change the layers' computation for
+	// groups of rows (see Hooks); nil runs the plain backbone.
+	Hooks Hooks
 }
 
 // Seqs is the number of sequences in the state.
@@ -46,6 +49,8 @@ type Observer func(layer int, h gpu.Mat)
 // stay valid until Release.
 type Backbone interface {
 	Info() Info
+	// LayerDims gives layer's widths (layer counts from 1), for adapters.
+	LayerDims(layer int) LayerDims
 	Device() gpu.Device
 	Tokenizer() tokenizer.Tokenizer
 	// Prepare cuts ids to the model's window (and adds special tokens where
