@@ -8,7 +8,7 @@ TEST_DATA ?= $(CURDIR)/.cache/smile-test
 export SMILE_TEST_DATA_DIR := $(TEST_DATA)
 FUZZTIME ?= 5s
 
-.PHONY: all deps build run test check unit fuzz bench-smoke bench bench-full reference clean
+.PHONY: all deps build run test check unit fuzz bench-smoke bench bench-full reference proto proto-check clean
 
 all: build
 
@@ -57,6 +57,15 @@ bench: build
 # Regenerate the JS reference outputs and measure the JS library (needs npm).
 reference:
 	cd scripts/reference && npm ci --no-audit --no-fund && node gen.js && node bench.js
+
+# Regenerate api/smilepb's Go code from its .proto files (pinned protoc and
+# protoc-gen-go; installs Debian's protobuf-compiler if missing). The result
+# is committed; proto-check fails when it is stale.
+proto:
+	scripts/proto.sh
+
+proto-check:
+	scripts/proto-check.sh
 
 clean:
 	rm -rf bin .cache

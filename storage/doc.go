@@ -1,7 +1,33 @@
-// Package storage is SMILE's storage appliance. Today it holds the
-// content-addressed blob store on the local file system (backbones are stored
-// once, named by the sha256 of their bytes) and the named references to
-// them. The storage issue moves both into Badger, beside the catalog,
-// adapters, n-gram tables, datasets, representation caches and the Raft log;
-// callers only see the Blobs and Refs types, so that move keeps this API.
+// Package storage is SMILE's storage appliance.
+//
+// Store is a Badger database holding the catalog (vPLMs and tenants, changed
+// only through Catalog.Apply, the state machine the Raft log replicates) and
+// content-addressed blobs (adapter and head params), each named by the
+// sha256 of its bytes and checked against it on every read. Blobs and Refs
+// are the older file-system store that still holds backbones (hundreds of
+// megabytes each, too big for one Badger value) and their names.
+//
+// # Key layout
+//
+// One keyspace, split by prefix:
+//
+//	c/v/<id>             VPLM, protobuf (deterministic encoding)
+//	c/i/<tenant>/<id>    empty; the per-tenant index behind List(tenant, ...)
+//	c/t/<name>           Tenant, protobuf
+//	b/<hex>              blob bytes; <hex> is the sha256 of the value
+//	r/<hex>              uint64 big-endian: how many vPLMs have params_digest
+//	                     sha256:<hex>; absent means none
+//
+// Ids and tenant names never contain '/' (see ValidID), so the prefixes
+// cannot collide. A reference count is changed in the same transaction as the
+// catalog command that changes it; when it reaches zero (Delete, or a
+// NewVersion that moves off the blob) the blob is deleted with it. Blobs put
+// but never committed to the catalog have no count and stay until
+// DeleteBlob; a garbage collector (a later issue) will sweep them.
+//
+// # Locks
+//
+// Store.mu (shared by every operation, exclusive in Close) is taken before
+// Store.applyMu (held by Catalog.Apply and ApplyBatch for the whole batch),
+// never the other way round.
 package storage

@@ -4,10 +4,25 @@ import "errors"
 
 // Errors of the storage package; wrapped with detail, test with errors.Is.
 var (
-	// ErrNotFound: no blob with that digest, or no reference with that name.
+	// ErrNotFound: no blob with that digest, no reference with that name, or
+	// no vPLM with that id.
 	ErrNotFound = errors.New("storage: not found")
-	// ErrCorrupt: stored bytes whose hash no longer matches their digest.
-	ErrCorrupt = errors.New("storage: corrupt blob")
+	// ErrExists: a create for a vPLM id that is already in the catalog.
+	ErrExists = errors.New("storage: already exists")
+	// ErrConflict: a NewVersion whose version is not the current one plus one,
+	// or a DeleteBlob of a blob that vPLMs still reference.
+	ErrConflict = errors.New("storage: conflict")
+	// ErrMissingBlob: a catalog command naming a params blob that is not stored.
+	ErrMissingBlob = errors.New("storage: missing blob")
+	// ErrCorrupt: stored bytes whose hash no longer matches their digest, or a
+	// stored record that no longer decodes.
+	ErrCorrupt = errors.New("storage: corrupt")
+	// ErrBadID: a vPLM id or tenant name that is not well formed (see ValidID).
+	ErrBadID = errors.New("storage: bad id")
+	// ErrInvalid: a catalog command that is malformed (no command, missing fields).
+	ErrInvalid = errors.New("storage: invalid command")
+	// ErrClosed: the Store was closed.
+	ErrClosed = errors.New("storage: closed")
 	// ErrBadDigest: a digest or reference name that is not well formed.
 	ErrBadDigest = errors.New("storage: bad digest or name")
 	// ErrDigestMismatch: content whose hash is not the one the caller expected.

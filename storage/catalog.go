@@ -1,0 +1,529 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smile-vplm/smile/api/smilepb"
+)
+
+var validID = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ValidID checks a vPLM id or tenant name: 1 to 64 characters of
+// [a-z0-9._-], starting with a letter or digit (ErrBadID otherwise).
+func ValidID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("%w: %q must be 1 to 64 of [a-z0-9._-], starting with a letter or digit", ErrBadID, id)
+	}
+	return nil
+}
+
+// Catalog is the table of vPLMs and tenants. Every change goes through Apply
+// (or ApplyBatch), one CatalogCommand at a time, so that the same commands
+// applied in the same order give the same catalog on every node: it is the
+// state machine the Raft log will replicate. Apply never reads the clock
+// when the command carries its times.
+type Catalog struct {
+	s *Store
+}
+
+// NewCatalog is the catalog kept in s.
+func NewCatalog(s *Store) *Catalog { return &Catalog{s: s} }
+
+// Apply applies one command in one transaction and returns the vPLM it made
+// or changed (for a delete, the entry as it was; for PutTenant, nil).
+//
+//   - Create: ErrExists if the id is taken; ErrMissingBlob unless the params
+//     blob is stored; the version is set to 1; created and updated times are
+//     filled in only when zero.
+//   - Delete: ErrNotFound; the params blob is deleted with the entry when no
+//     other vPLM uses it.
+//   - NewVersion: ErrNotFound; ErrConflict unless version is the current one
+//     plus one; ErrMissingBlob unless the new blob is stored.
+//   - PutTenant: creates or replaces the tenant.
+//
+// Malformed commands fail with ErrInvalid, ErrBadID or ErrBadDigest.
+func (c *Catalog) Apply(cmd *smilepb.CatalogCommand) (*smilepb.VPLM, error) {
+	out, errs := c.ApplyBatch([]*smilepb.CatalogCommand{cmd})
+	return out[0], errs[0]
+}
+
+// ApplyBatch applies cmds in order, each seeing the effects of those before
+// it, and commits them together; results and errors are per command, as
+// Apply's. A failed command changes nothing. A batch too big for one Badger
+// transaction is committed in several, in order. Only a storage failure
+// fails more than one command.
+func (c *Catalog) ApplyBatch(cmds []*smilepb.CatalogCommand) ([]*smilepb.VPLM, []error) {
+	out := make([]*smilepb.VPLM, len(cmds))
+	errs := make([]error, len(cmds))
+	c.s.mu.RLock()
+	defer c.s.mu.RUnlock()
+	if c.s.closed {
+		for i := range errs {
+			errs[i] = ErrClosed
+		}
+		return out, errs
+	}
+	c.s.applyMu.Lock()
+	defer c.s.applyMu.Unlock()
+	for i := 0; i < len(cmds); {
+		n, err := c.applyChunk(cmds[i:], out[i:], errs[i:])
+		if err != nil {
+			for j := i; j < len(cmds); j++ {
+				out[j], errs[j] = nil, fmt.Errorf("storage: catalog: %w", err)
+			}
+			break
+		}
+		i += n
+	}
+	return out, errs
+}
+
+// applyChunk applies as many of cmds as fit in one transaction, commits, and
+// says how many it applied. A commit that loses a race (with a blob write)
+// is redone from the start.
+func (c *Catalog) applyChunk(cmds []*smilepb.CatalogCommand, out []*smilepb.VPLM, errs []error) (int, error) {
+	limit := len(cmds)
+	for attempt := 0; attempt < conflictRetries; attempt++ {
+		txn := c.s.db.NewTransaction(true)
+		n, tooBig := 0, false
+		for ; n < limit; n++ {
+			p, err := plan(txn, cmds[n])
+			if err != nil {
+				out[n], errs[n] = nil, err
+				continue
+			}
+			if err := p.write(txn); err != nil {
+				txn.Discard()
+				if errors.Is(err, badger.ErrTxnTooBig) && n > 0 {
+					// Command n's writes are half in: redo the ones before it alone.
+					limit, tooBig = n, true
+					break
+				}
+				return 0, err
+			}
+			out[n], errs[n] = p.vplm, nil
+		}
+		if tooBig {
+			attempt--
+			continue
+		}
+		err := txn.Commit()
+		if errors.Is(err, badger.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("%d conflicting retries: %w", conflictRetries, badger.ErrConflict)
+}
+
+// A change is what one command writes, worked out before anything is
+// written so that a failed command leaves no trace in a shared transaction.
+type change struct {
+	sets []kv
+	dels [][]byte
+	vplm *smilepb.VPLM
+}
+
+type kv struct{ k, v []byte }
+
+func (ch *change) set(k, v []byte) { ch.sets = append(ch.sets, kv{k, v}) }
+func (ch *change) del(k []byte)    { ch.dels = append(ch.dels, k) }
+
+func (ch *change) write(txn *badger.Txn) error {
+	for _, e := range ch.sets {
+		if err := txn.Set(e.k, e.v); err != nil {
+			return err
+		}
+	}
+	for _, k := range ch.dels {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func plan(txn *badger.Txn, cmd *smilepb.CatalogCommand) (*change, error) {
+	switch c := cmd.GetCmd().(type) {
+	case *smilepb.CatalogCommand_Create:
+		return planCreate(txn, c.Create.GetVplm())
+	case *smilepb.CatalogCommand_Delete:
+		return planDelete(txn, c.Delete.GetId())
+	case *smilepb.CatalogCommand_NewVersion:
+		return planNewVersion(txn, c.NewVersion)
+	case *smilepb.CatalogCommand_PutTenant:
+		return planPutTenant(c.PutTenant.GetTenant())
+	}
+	return nil, fmt.Errorf("%w: no command", ErrInvalid)
+}
+
+func planCreate(txn *badger.Txn, v *smilepb.VPLM) (*change, error) {
+	if v == nil {
+		return nil, fmt.Errorf("%w: create without a vPLM", ErrInvalid)
+	}
+	if err := ValidID(v.GetId()); err != nil {
+		return nil, err
+	}
+	if err := ValidID(v.GetTenant()); err != nil {
+		return nil, fmt.Errorf("tenant: %w", err)
+	}
+	if err := checkShape(v); err != nil {
+		return nil, err
+	}
+	d, err := paramsDigest(txn, v.GetParamsDigest())
+	if err != nil {
+		return nil, err
+	}
+	if ok, err := has(txn, key(prefixVPLM, v.GetId())); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, fmt.Errorf("%w: vPLM %q", ErrExists, v.GetId())
+	}
+	nv := proto.CloneOf(v)
+	nv.Version = 1
+	if nv.CreatedUnixMs == 0 {
+		nv.CreatedUnixMs = time.Now().UnixMilli()
+	}
+	if nv.UpdatedUnixMs == 0 {
+		nv.UpdatedUnixMs = nv.CreatedUnixMs
+	}
+	ch := &change{vplm: nv}
+	if err := putVPLM(ch, nv); err != nil {
+		return nil, err
+	}
+	ch.set(key(prefixIndex, nv.Tenant, nv.Id), nil)
+	if err := addRef(txn, ch, d, +1); err != nil {
+		return nil, err
+	}
+	return ch, nil
+}
+
+// checkShape rejects entries no head could serve.
+func checkShape(v *smilepb.VPLM) error {
+	if v.GetBackbone() == "" {
+		return fmt.Errorf("%w: vPLM %q has no backbone", ErrInvalid, v.GetId())
+	}
+	switch v.GetTask() {
+	case smilepb.Task_TASK_CLASSIFY:
+		if len(v.GetLabels()) < 2 {
+			return fmt.Errorf("%w: classify vPLM %q needs at least 2 labels", ErrInvalid, v.GetId())
+		}
+		seen := make(map[string]bool, len(v.GetLabels()))
+		for _, l := range v.GetLabels() {
+			if l == "" || seen[l] {
+				return fmt.Errorf("%w: vPLM %q: label %q is empty or repeated", ErrInvalid, v.GetId(), l)
+			}
+			seen[l] = true
+		}
+	case smilepb.Task_TASK_EMBED:
+		if len(v.GetLabels()) != 0 {
+			return fmt.Errorf("%w: embed vPLM %q has labels", ErrInvalid, v.GetId())
+		}
+	default:
+		return fmt.Errorf("%w: vPLM %q has task %v", ErrInvalid, v.GetId(), v.GetTask())
+	}
+	return nil
+}
+
+func planDelete(txn *badger.Txn, id string) (*change, error) {
+	if err := ValidID(id); err != nil {
+		return nil, err
+	}
+	old, err := getVPLM(txn, id)
+	if err != nil {
+		return nil, err
+	}
+	ch := &change{vplm: old}
+	ch.del(key(prefixVPLM, id))
+	ch.del(key(prefixIndex, old.Tenant, id))
+	if d, err := ParseDigest(old.ParamsDigest); err == nil {
+		if err := addRef(txn, ch, d, -1); err != nil {
+			return nil, err
+		}
+	}
+	return ch, nil
+}
+
+func planNewVersion(txn *badger.Txn, nv *smilepb.NewVersion) (*change, error) {
+	if err := ValidID(nv.GetId()); err != nil {
+		return nil, err
+	}
+	old, err := getVPLM(txn, nv.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if nv.GetVersion() != old.Version+1 {
+		return nil, fmt.Errorf("%w: vPLM %q is at version %d, new version must be %d, not %d",
+			ErrConflict, old.Id, old.Version, old.Version+1, nv.GetVersion())
+	}
+	d, err := paramsDigest(txn, nv.GetParamsDigest())
+	if err != nil {
+		return nil, err
+	}
+	v := proto.CloneOf(old)
+	v.Version = nv.GetVersion()
+	v.ParamsDigest = string(d)
+	v.ParamsBytes = nv.GetParamsBytes()
+	v.UpdatedUnixMs = nv.GetUpdatedUnixMs()
+	if v.UpdatedUnixMs == 0 {
+		v.UpdatedUnixMs = time.Now().UnixMilli()
+	}
+	ch := &change{vplm: v}
+	if err := putVPLM(ch, v); err != nil {
+		return nil, err
+	}
+	if string(d) != old.ParamsDigest {
+		if err := addRef(txn, ch, d, +1); err != nil {
+			return nil, err
+		}
+		if od, err := ParseDigest(old.ParamsDigest); err == nil {
+			if err := addRef(txn, ch, od, -1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ch, nil
+}
+
+func planPutTenant(t *smilepb.Tenant) (*change, error) {
+	if t == nil {
+		return nil, fmt.Errorf("%w: put tenant without a tenant", ErrInvalid)
+	}
+	if err := ValidID(t.GetName()); err != nil {
+		return nil, fmt.Errorf("tenant: %w", err)
+	}
+	for _, f := range []float64{t.GetWeight(), t.GetRatePerS()} {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+			return nil, fmt.Errorf("%w: tenant %q: weight and rate must be finite and >= 0", ErrInvalid, t.GetName())
+		}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tenant %q: %w", ErrInvalid, t.GetName(), err)
+	}
+	ch := &change{}
+	ch.set(key(prefixTenant, t.GetName()), b)
+	return ch, nil
+}
+
+// paramsDigest checks that a command's params blob is named well and stored.
+func paramsDigest(txn *badger.Txn, s string) (Digest, error) {
+	if s == "" {
+		return "", fmt.Errorf("%w: no params digest", ErrMissingBlob)
+	}
+	d, err := ParseDigest(s)
+	if err != nil {
+		return "", err
+	}
+	ok, err := has(txn, blobKey(d))
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w: params blob %s", ErrMissingBlob, d)
+	}
+	return d, nil
+}
+
+// addRef plans a change of blob d's reference count by delta; a count that
+// reaches zero takes the blob with it. Reads see earlier commands of the
+// same transaction, not earlier refs of the same change, so a change
+// touches each digest at most once.
+func addRef(txn *badger.Txn, ch *change, d Digest, delta int64) error {
+	n, err := getCount(txn, refKey(d))
+	if err != nil {
+		return err
+	}
+	switch m := int64(n) + delta; {
+	case m > 0:
+		ch.set(refKey(d), binary.BigEndian.AppendUint64(nil, uint64(m)))
+	default:
+		ch.del(refKey(d))
+		ch.del(blobKey(d))
+	}
+	return nil
+}
+
+func getCount(txn *badger.Txn, k []byte) (uint64, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: reference count %q is %d bytes", ErrCorrupt, k, len(v))
+		}
+		n = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return n, err
+}
+
+func putVPLM(ch *change, v *smilepb.VPLM) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%w: vPLM %q: %w", ErrInvalid, v.Id, err)
+	}
+	ch.set(key(prefixVPLM, v.Id), b)
+	return nil
+}
+
+func getVPLM(txn *badger.Txn, id string) (*smilepb.VPLM, error) {
+	item, err := txn.Get(key(prefixVPLM, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: vPLM %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeVPLM(item)
+}
+
+func decodeVPLM(item *badger.Item) (*smilepb.VPLM, error) {
+	v := new(smilepb.VPLM)
+	err := item.Value(func(b []byte) error { return proto.Unmarshal(b, v) })
+	if err != nil {
+		return nil, fmt.Errorf("%w: vPLM record %q: %w", ErrCorrupt, item.Key(), err)
+	}
+	return v, nil
+}
+
+// Get returns the vPLM with that id (ErrNotFound, ErrBadID).
+func (c *Catalog) Get(id string) (*smilepb.VPLM, error) {
+	if err := ValidID(id); err != nil {
+		return nil, err
+	}
+	var v *smilepb.VPLM
+	err := c.s.view(func(txn *badger.Txn) (err error) {
+		v, err = getVPLM(txn, id)
+		return err
+	})
+	return v, err
+}
+
+// List returns up to limit vPLMs (all when limit <= 0) whose ids sort after
+// after, in id order; tenant "" lists every tenant's. The next page starts
+// after the last id returned.
+func (c *Catalog) List(tenant, after string, limit int) ([]*smilepb.VPLM, error) {
+	if tenant != "" {
+		if err := ValidID(tenant); err != nil {
+			return nil, fmt.Errorf("tenant: %w", err)
+		}
+	}
+	var out []*smilepb.VPLM
+	err := c.s.view(func(txn *badger.Txn) error {
+		prefix := prefixVPLM
+		if tenant != "" {
+			prefix = key(prefixIndex, tenant, "")
+		}
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		opts.PrefetchValues = tenant == ""
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		start := append(append([]byte(nil), prefix...), after...)
+		for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			id := string(item.Key()[len(prefix):])
+			if id <= after {
+				continue
+			}
+			var v *smilepb.VPLM
+			var err error
+			if tenant == "" {
+				v, err = decodeVPLM(item)
+			} else {
+				v, err = getVPLM(txn, id)
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+			if limit > 0 && len(out) == limit {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Count is the number of vPLMs in the catalog.
+func (c *Catalog) Count() (int, error) {
+	n := 0
+	err := c.s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefixVPLM
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Tenant returns the named tenant and whether it is in the catalog.
+func (c *Catalog) Tenant(name string) (*smilepb.Tenant, bool, error) {
+	if err := ValidID(name); err != nil {
+		return nil, false, fmt.Errorf("tenant: %w", err)
+	}
+	var t *smilepb.Tenant
+	err := c.s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(key(prefixTenant, name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		t, err = decodeTenant(item)
+		return err
+	})
+	return t, t != nil, err
+}
+
+// Tenants returns every tenant, in name order.
+func (c *Catalog) Tenants() ([]*smilepb.Tenant, error) {
+	var out []*smilepb.Tenant
+	err := c.s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefixTenant
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			t, err := decodeTenant(it.Item())
+			if err != nil {
+				return err
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func decodeTenant(item *badger.Item) (*smilepb.Tenant, error) {
+	t := new(smilepb.Tenant)
+	if err := item.Value(func(b []byte) error { return proto.Unmarshal(b, t) }); err != nil {
+		return nil, fmt.Errorf("%w: tenant record %q: %w", ErrCorrupt, item.Key(), err)
+	}
+	return t, nil
+}
