@@ -40,6 +40,7 @@ func (words) VocabSize() int { return 1 << 21 }
 
 func (e *echo) Info() model.Info                                                   { return model.Info{Layers: 1, OutputDim: 3, MaxPositions: 4} }
 func (e *echo) Device() gpu.Device                                                 { return nil }
+func (e *echo) LayerDims(int) model.LayerDims                                      { return model.LayerDims{In: 1, Attention: 1, Out: 1} }
 func (e *echo) Tokenizer() tokenizer.Tokenizer                                     { return words{} }
 func (e *echo) StateWidth(int) int                                                 { return 1 }
 func (e *echo) Prepare(ids []int32) []int32                                        { return ids[:min(len(ids), 4)] }

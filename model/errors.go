@@ -14,4 +14,7 @@ var (
 	ErrTextTooLong = errors.New("model: text too long")
 	// ErrBadInput: any other invalid argument (no texts, bad layer range, ...).
 	ErrBadInput = errors.New("model: bad input")
+	// ErrBadParams: a vPLM's params (adapter and head) that cannot be used:
+	// a malformed or corrupt blob, or params that do not fit the backbone.
+	ErrBadParams = errors.New("model: bad vplm params")
 )

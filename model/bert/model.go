@@ -247,6 +247,12 @@ func (m *Model) Embed(ctx context.Context, ids [][]int32) (*model.State, error) 
 	return st, nil
 }
 
+// LayerDims gives every layer's widths: BERT is Hidden wide throughout.
+func (m *Model) LayerDims(layer int) model.LayerDims {
+	H := m.cfg.Hidden
+	return model.LayerDims{In: H, Attention: H, Out: H}
+}
+
 // StateWidth is the width of BERT's hidden states, Hidden after every layer.
 func (m *Model) StateWidth(layer int) int { return m.cfg.Hidden }
 
@@ -413,7 +419,7 @@ func (m *Model) RunLayers(ctx context.Context, st *model.State, to int, obs mode
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := m.layer(&m.layers[l], st); err != nil {
+		if err := m.layer(l+1, &m.layers[l], st); err != nil {
 			return fmt.Errorf("bert: layer %d: %w", l+1, err)
 		}
 		st.Layer = l + 1
@@ -427,7 +433,10 @@ func (m *Model) RunLayers(ctx context.Context, st *model.State, to int, obs mode
 // layer is one post-LN encoder layer over all packed rows:
 //
 //	h = LN(h + Attn(h) Wo + bo);  h = LN(h + act(h Wi + bi) Wo2 + bo2)
-func (m *Model) layer(w *layer, st *model.State) error {
+//
+// With st.Hooks set, the hooks see q and v after the QKV projection and the
+// attention output before its residual add; lnum counts from 1.
+func (m *Model) layer(lnum int, w *layer, st *model.State) error {
 	d := m.dev
 	H := m.cfg.Hidden
 	h := st.H
@@ -440,6 +449,11 @@ func (m *Model) layer(w *layer, st *model.State) error {
 	if err := d.AddBias(qkv, w.qkvB, gpu.ActNone); err != nil {
 		return err
 	}
+	if st.Hooks != nil {
+		if err := st.Hooks.QKV(lnum, h, qkv.Colsl(0, H), qkv.Colsl(2*H, 3*H)); err != nil {
+			return err
+		}
+	}
 	if err := d.Attention(ctxm, qkv.Colsl(0, H), qkv.Colsl(H, 2*H), qkv.Colsl(2*H, 3*H), m.cfg.Heads, st.Offsets, scale); err != nil {
 		return err
 	}
@@ -448,6 +462,11 @@ func (m *Model) layer(w *layer, st *model.State) error {
 	}
 	if err := d.AddBias(sum, w.outB, gpu.ActNone); err != nil {
 		return err
+	}
+	if st.Hooks != nil {
+		if err := st.Hooks.Attended(lnum, sum); err != nil {
+			return err
+		}
 	}
 	if err := d.Add(sum, sum, h); err != nil {
 		return err

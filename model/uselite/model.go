@@ -391,6 +391,16 @@ func (m *Model) ws(st *model.State) (*workspace, error) {
 	return nil, fmt.Errorf("%w: state was not made by this model or was released", model.ErrBadInput)
 }
 
+// LayerDims gives layer's widths (layer counts from 1), or zeros outside
+// [1, Layers].
+func (m *Model) LayerDims(layer int) model.LayerDims {
+	if layer < 1 || layer > len(m.cfg.Layers) {
+		return model.LayerDims{}
+	}
+	lc := m.cfg.Layers[layer-1]
+	return model.LayerDims{In: lc.In, Attention: lc.Attention, Out: lc.Out}
+}
+
 // StateWidth is the width of the states after layer layers (0: the
 // embeddings), or 0 outside [0, Layers].
 func (m *Model) StateWidth(layer int) int {
@@ -488,7 +498,8 @@ func (m *Model) layer(ws *workspace, st *model.State, lw *layerWeights) error {
 	return d.AddBias(out, lw.f2B, gpu.ActNone)
 }
 
-// attnBlock sets st.H to x + attn(LN1(x)) Wout (+ the residual projection).
+// attnBlock sets st.H to x + attn(LN1(x)) Wout (+ the residual projection),
+// calling st.Hooks (when set) on q, v and the attention output.
 func (m *Model) attnBlock(ws *workspace, st *model.State, lw *layerWeights) error {
 	d := m.dev
 	lc := lw.cfg
@@ -507,6 +518,12 @@ func (m *Model) attnBlock(ws *workspace, st *model.State, lw *layerWeights) erro
 	}
 	att := dense(ws.att, T, lc.Attention)
 	a := lc.Attention
+	layer := st.Layer + 1 // hooks count layers from 1
+	if st.Hooks != nil {
+		if err := st.Hooks.QKV(layer, h, qkv.Colsl(0, a), qkv.Colsl(2*a, 3*a)); err != nil {
+			return err
+		}
+	}
 	if err := d.Attention(att, qkv.Colsl(0, a), qkv.Colsl(a, 2*a), qkv.Colsl(2*a, 3*a), lc.Heads, st.Offsets, lc.QueryScale); err != nil {
 		return err
 	}
@@ -530,11 +547,32 @@ func (m *Model) attnBlock(ws *workspace, st *model.State, lw *layerWeights) erro
 			return err
 		}
 	}
-	if err := d.Gemm(false, false, 1, att, lw.outW, 1, out); err != nil {
-		return err
-	}
-	if err := d.AddBias(out, lw.outB, gpu.ActNone); err != nil {
-		return err
+	if st.Hooks != nil {
+		// The hook needs the sublayer's output on its own: compute it into
+		// the layer-norm scratch (free once q, k and v exist, and at least
+		// Out wide), then add it to the residual stream. outB also carries
+		// the residual projection's bias, so z includes it; an adapter sees
+		// the same z alone or in a mixed batch, which is what matters.
+		z := dense(ws.h, T, lc.Out)
+		if err := d.Gemm(false, false, 1, att, lw.outW, 0, z); err != nil {
+			return err
+		}
+		if err := d.AddBias(z, lw.outB, gpu.ActNone); err != nil {
+			return err
+		}
+		if err := st.Hooks.Attended(layer, z); err != nil {
+			return err
+		}
+		if err := d.Add(out, out, z); err != nil {
+			return err
+		}
+	} else {
+		if err := d.Gemm(false, false, 1, att, lw.outW, 1, out); err != nil {
+			return err
+		}
+		if err := d.AddBias(out, lw.outB, gpu.ActNone); err != nil {
+			return err
+		}
 	}
 	st.H = out
 	ws.embedded = false
