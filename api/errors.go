@@ -83,7 +83,13 @@ type Error struct {
 	Message string
 	// Index is the position of the offending text in the request, or -1.
 	Index int
+	// cause is the local error behind a client-side failure (a refused
+	// connection), for errors.Is; it never crosses the wire.
+	cause error
 }
+
+// Unwrap gives the local cause of a client-side error, if any.
+func (e *Error) Unwrap() error { return e.cause }
 
 // Error formats as "code: message" (with the text index when there is one).
 func (e *Error) Error() string {

@@ -17,38 +17,51 @@ import (
 
 func newEmbedCmd(g *globals) *cobra.Command {
 	var (
-		asJSON bool
-		cosine bool
-		name   string
-		opts   = model.DefaultEmbedOptions()
+		sf       serverFlags
+		cosine   bool
+		backbone string
+		vplm     string
+		opts     = model.DefaultEmbedOptions()
 	)
 	cmd := &cobra.Command{
 		Use:   "embed [flags] TEXT... (or - to read one text per line from stdin)",
-		Short: "Compute sentence embeddings with a backbone (the default is pulled on first use)",
-		Args:  usageArgs(cobra.MinimumNArgs(1)),
+		Short: "Compute sentence embeddings: with a vPLM on the server (--model), or with a backbone here",
+		Long: "With --model, a vPLM of a running `smile serve` (see --server) computes the embeddings.\n" +
+			"Without it they are computed in this process with a backbone (--backbone; the default is\n" +
+			"pulled on first use).",
+		Args: usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if vplm != "" {
+				for _, local := range []string{"backbone", "max-text-bytes", "max-batch-tokens"} {
+					if cmd.Flags().Changed(local) {
+						return usagef("embed: --%s is for local embedding; --model asks the server", local)
+					}
+				}
+			} else if cmd.Flags().Changed("server") {
+				return usagef("embed: --server needs --model (the vPLM on the server to embed with)")
+			}
 			if err := opts.Validate(); err != nil {
 				return &usageError{err}
 			}
-			texts := args
-			if len(args) == 1 && args[0] == "-" {
-				var err error
-				if texts, err = readLines(cmd.InOrStdin()); err != nil {
-					return err
-				}
+			texts, err := textsArg(cmd, args)
+			if err != nil {
+				return err
+			}
+			if vplm != "" {
+				return embedRemote(cmd, &sf, vplm, texts, cosine)
 			}
 			z, err := g.zoo()
 			if err != nil {
 				return err
 			}
-			if _, err := z.Ensure(cmd.Context(), name, stderrProgress); err != nil {
+			if _, err := z.Ensure(cmd.Context(), backbone, stderrProgress); err != nil {
 				return err
 			}
 			dev, err := g.device()
 			if err != nil {
 				return err
 			}
-			bb, err := z.Load(dev, name)
+			bb, err := z.Load(dev, backbone)
 			if err != nil {
 				return err
 			}
@@ -62,10 +75,14 @@ func newEmbedCmd(g *globals) *cobra.Command {
 				return err
 			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
-			if asJSON {
+			if sf.asJSON {
 				err = writeJSONLines(w, texts, embs)
 			} else {
-				writeSummary(w, bb.Info(), texts, ids, embs)
+				tokens := make([]int, len(ids))
+				for i, t := range ids {
+					tokens[i] = len(t)
+				}
+				writeSummary(w, bb.Info().Name, bb.Info().OutputDim, texts, tokens, embs)
 				if cosine {
 					writeCosine(w, embs)
 				}
@@ -79,12 +96,13 @@ func newEmbedCmd(g *globals) *cobra.Command {
 			return w.Flush()
 		},
 	}
+	addServerFlags(cmd, &sf, `local: one JSON line per text, {"text": ..., "embedding": [...]}; --model: the server's answer`)
 	f := cmd.Flags()
-	f.BoolVar(&asJSON, "json", false, `one JSON line per text: {"text": ..., "embedding": [...]}`)
 	f.BoolVar(&cosine, "cosine", false, "also print the cosine-similarity matrix of the texts")
-	f.StringVar(&name, "model", zoo.DefaultModel, "backbone name")
-	f.IntVar(&opts.MaxTextBytes, "max-text-bytes", opts.MaxTextBytes, "reject texts longer than this many bytes")
-	f.IntVar(&opts.MaxBatchTokens, "max-batch-tokens", opts.MaxBatchTokens, "token rows per forward pass")
+	f.StringVar(&vplm, "model", "", "a vPLM on the server to embed with (default: embed here with --backbone)")
+	f.StringVar(&backbone, "backbone", zoo.DefaultModel, "local: the backbone to embed with")
+	f.IntVar(&opts.MaxTextBytes, "max-text-bytes", opts.MaxTextBytes, "local: reject texts longer than this many bytes")
+	f.IntVar(&opts.MaxBatchTokens, "max-batch-tokens", opts.MaxBatchTokens, "local: token rows per forward pass")
 	return cmd
 }
 
@@ -130,8 +148,10 @@ func writeJSONLines(w io.Writer, texts []string, embs [][]float32) error {
 	return nil
 }
 
-func writeSummary(w io.Writer, info model.Info, texts []string, ids [][]int32, embs [][]float32) {
-	fmt.Fprintf(w, "%s: %d-d embeddings of %d text(s)\n", info.Name, info.OutputDim, len(texts))
+// writeSummary prints a line per embedding; tokens (the token count of
+// each text) may be nil when they are not known.
+func writeSummary(w io.Writer, name string, dim int, texts []string, tokens []int, embs [][]float32) {
+	fmt.Fprintf(w, "%s: %d-d embeddings of %d text(s)\n", name, dim, len(texts))
 	for i, e := range embs {
 		var norm float64
 		for _, v := range e {
@@ -141,8 +161,15 @@ func writeSummary(w io.Writer, info model.Info, texts []string, ids [][]int32, e
 		for _, v := range e[:min(4, len(e))] {
 			head = append(head, strconv.FormatFloat(float64(v), 'f', 4, 32))
 		}
-		fmt.Fprintf(w, "[%d] %d tokens  norm %.4f  [%s ...]  %s\n", i, len(ids[i]), math.Sqrt(norm),
-			strings.Join(head, " "), abbreviate(texts[i], 60))
+		ntok := ""
+		if tokens != nil {
+			ntok = fmt.Sprintf("%d tokens  ", tokens[i])
+		}
+		text := ""
+		if i < len(texts) {
+			text = abbreviate(texts[i], 60)
+		}
+		fmt.Fprintf(w, "[%d] %snorm %.4f  [%s ...]  %s\n", i, ntok, math.Sqrt(norm), strings.Join(head, " "), text)
 	}
 }
 

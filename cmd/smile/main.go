@@ -1,6 +1,7 @@
-// Command smile is SMILE's one binary: the server (later issues) and the
-// command-line client. Today it pulls backbones, embeds texts and runs the
-// benchmarks of the compute path.
+// Command smile is SMILE's one binary: the server (`smile serve`), the
+// command-line client of its HTTP API (create, ls, show, rm, classify, embed
+// --model, tenant), and local tools: pull and import backbones, embed texts
+// in-process, and the benchmarks of the compute path.
 package main
 
 import (
@@ -18,7 +19,7 @@ func main() {
 	defer stop()
 	cmd := newRootCmd()
 	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "smile: %v\n", err)
+		fmt.Fprintf(os.Stderr, "smile: %s\n", formatError(err))
 		var ue *usageError
 		if errors.As(err, &ue) {
 			os.Exit(2)

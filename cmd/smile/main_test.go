@@ -152,7 +152,7 @@ func TestImportBERTAndEmbed(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "tiny-bert sha256:") {
 		t.Fatalf("import: %q %v", out, err)
 	}
-	out, err = run(t, "", "--data-dir", data, "embed", "--json", "--model", "tiny-bert", "hello world", "a b c")
+	out, err = run(t, "", "--data-dir", data, "embed", "--json", "--backbone", "tiny-bert", "hello world", "a b c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestPullLocalPackage(t *testing.T) {
 	if _, err := run(t, "", "--data-dir", other, "pull", "--from", tgz); !errors.Is(err, zoo.ErrChecksum) {
 		t.Fatalf("corrupt package: %v", err)
 	}
-	if _, err := run(t, "", "--data-dir", other, "embed", "--model", "mine", "x"); !errors.Is(err, zoo.ErrUnknownModel) {
+	if _, err := run(t, "", "--data-dir", other, "embed", "--backbone", "mine", "x"); !errors.Is(err, zoo.ErrUnknownModel) {
 		t.Fatalf("unknown model: %v", err)
 	}
 }

@@ -71,7 +71,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.backend, "backend", "auto", "CPU backend: auto, openblas or purego")
 	pf.IntVar(&g.threads, "threads", 0, "compute threads (0: all cores)")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	root.AddCommand(newVersionCmd(), newPullCmd(g), newImportCmd(g), newEmbedCmd(g), newBenchCmd(g))
+	root.AddCommand(newVersionCmd(), newPullCmd(g), newImportCmd(g), newEmbedCmd(g), newBenchCmd(g), newServeCmd(g),
+		newCreateCmd(), newListCmd(), newShowCmd(), newRemoveCmd(), newClassifyCmd(), newTenantCmd())
 	return root
 }
 

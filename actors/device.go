@@ -1,0 +1,600 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/smile-vplm/smile/actors/sched"
+	"github.com/smile-vplm/smile/model"
+)
+
+// DeviceConfig configures a device actor: how it batches, how much adapter
+// memory each tier may hold, and its scheduler.
+type DeviceConfig struct {
+	// MaxBatchRows bounds the sequences of one forward pass.
+	MaxBatchRows int
+	// MaxBatchTokens bounds the token rows of one forward pass.
+	MaxBatchTokens int
+	// MaxWait is how long the oldest waiting request may hold back a batch
+	// that is not full while the device is idle. Under load the device is
+	// busy and batches fill while it computes, so this only trades latency
+	// for batch size at low load.
+	MaxWait time.Duration
+	// HostCacheBytes bounds the compact (fp16) params held in host memory:
+	// the resident tier, filled from storage.
+	HostCacheBytes int64
+	// DeviceCacheBytes bounds the params uploaded to the device (float32).
+	DeviceCacheBytes int64
+	// MaxPending bounds requests parked while their params load.
+	MaxPending int
+	// LoadWorkers bounds concurrent storage reads of params.
+	LoadWorkers int
+	// Sched configures the fair queue (tenants' virtual processors).
+	Sched sched.Config
+}
+
+// DefaultDeviceConfig returns the defaults chosen from `smile bench serve`
+// (docs/BENCHMARKS.md).
+func DefaultDeviceConfig() DeviceConfig {
+	return DeviceConfig{
+		MaxBatchRows:     64,
+		MaxBatchTokens:   4096,
+		MaxWait:          2 * time.Millisecond,
+		HostCacheBytes:   1536 << 20,
+		DeviceCacheBytes: 256 << 20,
+		MaxPending:       4096,
+		LoadWorkers:      4,
+		Sched:            sched.DefaultConfig(),
+	}
+}
+
+// Validate checks the configuration.
+func (c DeviceConfig) Validate() error {
+	switch {
+	case c.MaxBatchRows < 1 || c.MaxBatchRows > 4096:
+		return fmt.Errorf("%w: max batch rows %d: want 1..4096", ErrBadConfig, c.MaxBatchRows)
+	case c.MaxBatchTokens < 1 || c.MaxBatchTokens > model.MaxBatchTokensLimit:
+		return fmt.Errorf("%w: max batch tokens %d: want 1..%d", ErrBadConfig, c.MaxBatchTokens, model.MaxBatchTokensLimit)
+	case c.MaxWait < 0 || c.MaxWait > time.Second:
+		return fmt.Errorf("%w: max wait %v: want 0..1s", ErrBadConfig, c.MaxWait)
+	case c.HostCacheBytes < 1<<20:
+		return fmt.Errorf("%w: host cache %d bytes: want at least 1 MiB", ErrBadConfig, c.HostCacheBytes)
+	case c.DeviceCacheBytes < 1<<20:
+		return fmt.Errorf("%w: device cache %d bytes: want at least 1 MiB", ErrBadConfig, c.DeviceCacheBytes)
+	case c.MaxPending < 1:
+		return fmt.Errorf("%w: max pending %d: want at least 1", ErrBadConfig, c.MaxPending)
+	case c.LoadWorkers < 1 || c.LoadWorkers > 256:
+		return fmt.Errorf("%w: load workers %d: want 1..256", ErrBadConfig, c.LoadWorkers)
+	}
+	return c.Sched.Validate()
+}
+
+// ParamsSource is where a device actor reads vPLM params blobs it does not
+// hold (storage.Store implements it). It is called off the actor's loop.
+type ParamsSource interface {
+	GetBlob(digest string) ([]byte, error)
+}
+
+// Infer asks a device actor for one forward pass over a vPLM's texts. It is
+// a local message (the device actor is always on the caller's node); the
+// answer is an *InferResult sent to the sender.
+type Infer struct {
+	Tenant   string
+	Digest   string    // params blob of the vPLM; "" runs the plain backbone
+	IDs      [][]int32 // prepared token ids, one sequence per text
+	Deadline time.Time // zero: none; a request still queued at its deadline fails with a timeout
+}
+
+// InferResult answers Infer: one output per text (classify: probabilities
+// over the labels; embed: the L2-normalised vector), or Err.
+type InferResult struct {
+	Outputs    [][]float32
+	Err        error
+	Queue      time.Duration // from arrival at the device actor to the start of its batch
+	Compute    time.Duration // the batch's forward pass
+	BatchRows  int           // sequences in the batch
+	BatchVPLMs int           // distinct params in the batch
+}
+
+// SetTenant configures a tenant's virtual processor (weight and limits).
+type SetTenant struct {
+	Name   string
+	Config sched.TenantConfig
+}
+
+// Prefetch makes params resident in the host tier ahead of their first
+// request (a server warming up, a benchmark measuring steady state). It is
+// answered with an *Ack once every blob is loaded or failed.
+type Prefetch struct {
+	Digests []string
+}
+
+// GetDeviceStats asks for a *DeviceStats.
+type GetDeviceStats struct{}
+
+// DeviceStats is a snapshot of a device actor.
+type DeviceStats struct {
+	Backbone                           string
+	Batches, Rows                      uint64
+	HostEntries                        int
+	HostBytes                          int64
+	HostHits, HostMisses, HostEvicts   uint64
+	DeviceEntries                      int
+	DeviceBytes                        int64
+	DeviceHits, DeviceMisses, DevEvict uint64
+	Pending, Queued                    int
+	Sched                              sched.Stats
+}
+
+// DeviceHandle is a running device actor.
+type DeviceHandle struct {
+	PID  *actor.PID
+	done chan struct{}
+	bb   model.Backbone
+}
+
+// Backbone is the device actor's backbone; callers may use only its
+// read-only, concurrency-safe parts (Info, LayerDims, Tokenizer, Prepare).
+func (h *DeviceHandle) Backbone() model.Backbone { return h.bb }
+
+// Stop stops the actor and waits until its compute goroutine has finished
+// the batch in flight and freed the device memory it held. The backbone
+// itself stays open: its owner closes it.
+func (h *DeviceHandle) Stop(ctx context.Context, sys *actor.ActorSystem) error {
+	if err := sys.Root.StopFuture(h.PID).Wait(); err != nil && !errors.Is(err, actor.ErrTimeout) {
+		return err
+	}
+	select {
+	case <-h.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SpawnDevice starts a device actor owning bb (which nobody else may run
+// from now on) on sys, named "device/<backbone name>".
+func SpawnDevice(sys *actor.ActorSystem, bb model.Backbone, src ParamsSource, cfg DeviceConfig) (*DeviceHandle, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	q, err := sched.New(cfg.Sched, nil)
+	if err != nil {
+		return nil, err
+	}
+	h := &DeviceHandle{done: make(chan struct{}), bb: bb}
+	d := &deviceActor{
+		cfg: cfg, bb: bb, src: src, q: q, log: slog.With("actor", "device", "backbone", bb.Info().Name),
+		sys: sys, loading: map[string][]*job{}, loadSem: make(chan struct{}, cfg.LoadWorkers),
+		work: make(chan *batch, 1), done: h.done,
+	}
+	// Evicted blobs are unmapped at once: eviction only takes unpinned
+	// entries, and an entry stays pinned while a batch uses it.
+	d.host = newByteLRU[[]byte](cfg.HostCacheBytes, func(_ string, b []byte) { offHeapFree(b) })
+	props := actor.PropsFromProducer(func() actor.Actor { return d })
+	pid, err := sys.Root.SpawnNamed(props, "device/"+bb.Info().Name)
+	if err != nil {
+		return nil, fmt.Errorf("actors: spawn device actor: %w", err)
+	}
+	h.PID = pid
+	return h, nil
+}
+
+// job is one Infer waiting in the device actor.
+type job struct {
+	prefetch *prefetchWait // set on Prefetch's marker jobs, which only wait for a load
+	msg      *Infer
+	sender   *actor.PID
+	req      sched.Request
+	enq      time.Time
+	tokens   int
+}
+
+// batch is the unit of work handed to the compute goroutine.
+type batch struct {
+	jobs  []*job
+	blobs map[string][]byte // digest -> compact params, for uploads on a device-tier miss
+	start time.Time
+}
+
+// batchDone is the compute goroutine's answer to a batch.
+type batchDone struct {
+	b       *batch
+	outputs [][]float32 // one per text of every job, in job order
+	errs    map[string]error
+	err     error
+	compute time.Duration
+	vplms   int
+	dev     tierStats
+}
+
+type tierStats struct {
+	entries                 int
+	bytes                   int64
+	hits, misses, evictions uint64
+}
+
+type loaded struct {
+	digest string
+	blob   []byte
+	err    error
+}
+
+type tick struct{}
+
+type deviceActor struct {
+	cfg     DeviceConfig
+	bb      model.Backbone
+	src     ParamsSource
+	q       *sched.Queue
+	log     *slog.Logger
+	sys     *actor.ActorSystem
+	self    *actor.PID
+	host    *byteLRU[[]byte]
+	loading map[string][]*job
+	pending int
+	loadSem chan struct{}
+	work    chan *batch
+	done    chan struct{}
+	busy    bool
+	timer   *time.Timer
+	armed   bool
+	stopped bool
+
+	batches, rows uint64
+	dev           tierStats
+}
+
+func (d *deviceActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		d.self = ctx.Self()
+		go d.compute(d.work, d.done)
+	case *Infer:
+		d.onInfer(ctx, m)
+	case *loaded:
+		d.onLoaded(m)
+	case *batchDone:
+		d.onBatchDone(m)
+	case tick:
+		d.armed = false
+		d.dispatch()
+	case *SetTenant:
+		err := d.q.SetTenant(m.Name, m.Config)
+		if ctx.Sender() != nil {
+			ctx.Respond(&Ack{Err: err})
+		}
+	case *Prefetch:
+		d.onPrefetch(ctx, m)
+	case *GetDeviceStats:
+		ctx.Respond(d.stats())
+	case *actor.Stopping:
+		d.stopped = true
+		if d.timer != nil {
+			d.timer.Stop()
+		}
+		close(d.work)
+		d.failAll(fmt.Errorf("%w: device actor stopping", ErrUnavailable))
+	}
+}
+
+// Ack answers a control message.
+type Ack struct{ Err error }
+
+func (d *deviceActor) reply(j *job, r *InferResult) {
+	if j.sender != nil {
+		d.sys.Root.Send(j.sender, r)
+	}
+}
+
+func (d *deviceActor) onInfer(ctx actor.Context, m *Infer) {
+	j := &job{msg: m, sender: ctx.Sender(), enq: time.Now()}
+	if len(m.IDs) == 0 {
+		d.reply(j, &InferResult{Err: fmt.Errorf("%w: no texts", ErrBadRequest)})
+		return
+	}
+	for _, s := range m.IDs {
+		if len(s) == 0 {
+			d.reply(j, &InferResult{Err: fmt.Errorf("%w: empty id sequence", ErrBadRequest)})
+			return
+		}
+		j.tokens += len(s)
+	}
+	j.req = sched.Request{Tenant: m.Tenant, Cost: j.tokens, Rows: len(m.IDs), Value: j}
+	if m.Digest == "" {
+		d.admit(j)
+		d.dispatch()
+		return
+	}
+	if _, ok := d.host.get(m.Digest); ok {
+		d.admit(j)
+		d.dispatch()
+		return
+	}
+	if d.pending >= d.cfg.MaxPending {
+		d.reply(j, &InferResult{Err: fmt.Errorf("%w: %d requests wait for adapters to load", ErrOverloaded, d.pending)})
+		return
+	}
+	d.pending++
+	parked, inFlight := d.loading[m.Digest]
+	d.loading[m.Digest] = append(parked, j)
+	if !inFlight {
+		go d.load(m.Digest)
+	}
+}
+
+// onPrefetch parks a marker job per missing digest; the Ack goes out when
+// the last of them is loaded.
+func (d *deviceActor) onPrefetch(ctx actor.Context, m *Prefetch) {
+	w := &prefetchWait{sender: ctx.Sender()}
+	for _, dg := range m.Digests {
+		if _, ok := d.host.peek(dg); ok || dg == "" {
+			continue
+		}
+		w.left++
+		parked, inFlight := d.loading[dg]
+		d.loading[dg] = append(parked, &job{prefetch: w})
+		if !inFlight {
+			go d.load(dg)
+		}
+	}
+	if w.left == 0 && w.sender != nil {
+		d.sys.Root.Send(w.sender, &Ack{})
+	}
+}
+
+type prefetchWait struct {
+	sender *actor.PID
+	left   int
+	err    error
+}
+
+// load reads one params blob off the actor's loop, at most LoadWorkers at a time.
+func (d *deviceActor) load(digest string) {
+	d.loadSem <- struct{}{}
+	blob, err := d.src.GetBlob(digest)
+	<-d.loadSem
+	d.sys.Root.Send(d.self, &loaded{digest: digest, blob: blob, err: err})
+}
+
+func (d *deviceActor) onLoaded(m *loaded) {
+	all := d.loading[m.digest]
+	delete(d.loading, m.digest)
+	jobs := all[:0]
+	for _, j := range all {
+		if w := j.prefetch; w != nil {
+			w.left--
+			if m.err != nil && w.err == nil {
+				w.err = m.err
+			}
+			if w.left == 0 && w.sender != nil {
+				d.sys.Root.Send(w.sender, &Ack{Err: w.err})
+			}
+			continue
+		}
+		jobs = append(jobs, j)
+	}
+	d.pending -= len(jobs)
+	if m.err != nil {
+		d.log.Warn("params load failed", "digest", m.digest, "err", m.err)
+		for _, j := range jobs {
+			d.reply(j, &InferResult{Err: fmt.Errorf("%w: params %s: %w", ErrUnavailable, m.digest, m.err)})
+		}
+		return
+	}
+	if !d.stopped {
+		blob, err := offHeapCopy(m.blob)
+		if err != nil {
+			for _, j := range jobs {
+				d.reply(j, &InferResult{Err: err})
+			}
+			return
+		}
+		d.host.put(m.digest, blob, int64(len(blob)))
+	}
+	for _, j := range jobs {
+		d.admit(j)
+	}
+	d.dispatch()
+}
+
+// admit pushes a job into the fair queue, answering it at once if the
+// tenant or the queue is over its limits.
+func (d *deviceActor) admit(j *job) {
+	if d.stopped {
+		d.reply(j, &InferResult{Err: fmt.Errorf("%w: device actor stopping", ErrUnavailable)})
+		return
+	}
+	if err := d.q.Push(&j.req); err != nil {
+		d.reply(j, &InferResult{Err: schedError(err)})
+	}
+}
+
+func schedError(err error) error {
+	switch {
+	case errors.Is(err, sched.ErrQueueFull):
+		return fmt.Errorf("%w: %w", ErrOverloaded, err)
+	case errors.Is(err, sched.ErrTenantLimit):
+		return fmt.Errorf("%w: %w", ErrTenantOverLimit, err)
+	case errors.Is(err, sched.ErrRateLimited):
+		return fmt.Errorf("%w: %w", ErrRateLimited, err)
+	}
+	return fmt.Errorf("%w: %w", ErrBadRequest, err)
+}
+
+// dispatch hands the next batch to the compute goroutine if it is idle.
+func (d *deviceActor) dispatch() {
+	if d.busy || d.stopped || d.q.Len() == 0 {
+		return
+	}
+	now := time.Now()
+	if oldest, ok := d.q.Oldest(); ok && d.q.Len() < d.cfg.MaxBatchRows {
+		if wait := d.cfg.MaxWait - now.Sub(oldest); wait > 0 {
+			if !d.armed {
+				d.armed = true
+				self, sys := d.self, d.sys
+				d.timer = time.AfterFunc(wait, func() { sys.Root.Send(self, tick{}) })
+			}
+			return
+		}
+	}
+	reqs := d.q.Pop(d.cfg.MaxBatchRows, d.cfg.MaxBatchTokens)
+	b := &batch{start: now, blobs: map[string][]byte{}}
+	for _, r := range reqs {
+		j := r.Value.(*job)
+		if dl := j.msg.Deadline; !dl.IsZero() && now.After(dl) {
+			d.q.Done(r)
+			d.reply(j, &InferResult{Err: fmt.Errorf("%w: waited %v in the device queue", ErrTimeout, now.Sub(j.enq).Round(time.Microsecond))})
+			continue
+		}
+		if dg := j.msg.Digest; dg != "" {
+			blob, ok := d.host.peek(dg)
+			if !ok {
+				// Evicted while queued (the host tier was over budget with
+				// pins): read it again.
+				d.q.Done(r)
+				d.pending++
+				parked, inFlight := d.loading[dg]
+				d.loading[dg] = append(parked, j)
+				if !inFlight {
+					go d.load(dg)
+				}
+				continue
+			}
+			d.host.pin(dg)
+			b.blobs[dg] = blob
+		}
+		b.jobs = append(b.jobs, j)
+	}
+	if len(b.jobs) == 0 {
+		d.dispatch()
+		return
+	}
+	d.busy = true
+	d.work <- b
+}
+
+func (d *deviceActor) onBatchDone(m *batchDone) {
+	d.busy = false
+	d.batches++
+	d.dev = m.dev
+	rows := 0
+	for _, j := range m.b.jobs {
+		rows += len(j.msg.IDs)
+	}
+	d.rows += uint64(rows)
+	k := 0
+	for _, j := range m.b.jobs {
+		n := len(j.msg.IDs)
+		res := &InferResult{Queue: m.b.start.Sub(j.enq), Compute: m.compute, BatchRows: rows, BatchVPLMs: m.vplms}
+		switch {
+		case m.err != nil:
+			res.Err = m.err
+		case m.errs[j.msg.Digest] != nil:
+			res.Err = m.errs[j.msg.Digest]
+		default:
+			res.Outputs = m.outputs[k : k+n : k+n]
+		}
+		if m.err == nil && m.errs[j.msg.Digest] == nil {
+			k += n
+		}
+		if j.msg.Digest != "" {
+			d.host.unpin(j.msg.Digest)
+		}
+		d.q.Done(&j.req)
+		d.reply(j, res)
+	}
+	d.dispatch()
+}
+
+// failAll answers every waiting request with err (the actor is stopping).
+func (d *deviceActor) failAll(err error) {
+	for dg, jobs := range d.loading {
+		for _, j := range jobs {
+			if j.prefetch == nil {
+				d.reply(j, &InferResult{Err: err})
+			}
+		}
+		delete(d.loading, dg)
+	}
+	for _, r := range d.q.Remove(func(*sched.Request) bool { return true }) {
+		d.reply(r.Value.(*job), &InferResult{Err: err})
+	}
+}
+
+func (d *deviceActor) stats() *DeviceStats {
+	return &DeviceStats{
+		Backbone: d.bb.Info().Name, Batches: d.batches, Rows: d.rows,
+		HostEntries: d.host.len(), HostBytes: d.host.used, HostHits: d.host.hits, HostMisses: d.host.misses, HostEvicts: d.host.evictions,
+		DeviceEntries: d.dev.entries, DeviceBytes: d.dev.bytes, DeviceHits: d.dev.hits, DeviceMisses: d.dev.misses, DevEvict: d.dev.evictions,
+		Pending: d.pending, Queued: d.q.Len(), Sched: d.q.Stats(),
+	}
+}
+
+// compute runs batches on the device, off the actor's message loop, so the
+// mailbox keeps flowing (requests queue, params load) during a forward
+// pass. It owns the backbone's device, the runner and the device tier of
+// the params cache.
+func (d *deviceActor) compute(work <-chan *batch, done chan<- struct{}) {
+	defer close(done)
+	runner := model.NewRunner(d.bb)
+	tier := newByteLRU[*model.DeviceParams](d.cfg.DeviceCacheBytes, func(_ string, p *model.DeviceParams) { p.Free() })
+	defer func() {
+		for k := range tier.entries {
+			tier.remove(k)
+		}
+		_ = runner.Close()
+	}()
+	var items []model.Item
+	for b := range work {
+		start := time.Now()
+		res := &batchDone{b: b, errs: map[string]error{}}
+		params := make(map[string]*model.DeviceParams, len(b.blobs))
+		for dg := range b.blobs {
+			if p, ok := tier.get(dg); ok {
+				tier.pin(dg)
+				params[dg] = p
+			}
+		}
+		for dg, blob := range b.blobs {
+			if _, ok := params[dg]; ok {
+				continue
+			}
+			p, err := runner.Upload(blob)
+			if err != nil {
+				res.errs[dg] = fmt.Errorf("%w: params %s: %w", ErrInternal, dg, err)
+				continue
+			}
+			tier.putPinned(dg, p, int64(p.Bytes()))
+			params[dg] = p
+		}
+		items = items[:0]
+		for _, j := range b.jobs {
+			if res.errs[j.msg.Digest] != nil {
+				continue
+			}
+			p := params[j.msg.Digest]
+			for _, ids := range j.msg.IDs {
+				items = append(items, model.Item{IDs: ids, Params: p})
+			}
+		}
+		if len(items) > 0 {
+			res.outputs, res.err = runner.Forward(context.Background(), items)
+			if res.err != nil {
+				res.err = fmt.Errorf("%w: forward pass: %w", ErrInternal, res.err)
+			}
+		}
+		for dg := range params {
+			tier.unpin(dg)
+		}
+		res.vplms = len(b.blobs)
+		res.compute = time.Since(start)
+		res.dev = tierStats{entries: tier.len(), bytes: tier.used, hits: tier.hits, misses: tier.misses, evictions: tier.evictions}
+		d.sys.Root.Send(d.self, res)
+	}
+}

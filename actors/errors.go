@@ -1,0 +1,153 @@
+package actors
+
+import (
+	"context"
+	"errors"
+
+	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/model/tokenizer"
+	"github.com/smile-vplm/smile/storage"
+)
+
+// Errors of the actors; each maps to one stable wire code (Code), which the
+// API maps to an HTTP status in one table (package apierr). Test with errors.Is.
+var (
+	ErrBadConfig       = errors.New("actors: bad configuration")
+	ErrBadRequest      = errors.New("actors: bad request")
+	ErrNotFound        = errors.New("actors: no such vPLM")
+	ErrExists          = errors.New("actors: vPLM exists")
+	ErrWrongTask       = errors.New("actors: wrong task for this vPLM")
+	ErrTooManyTexts    = errors.New("actors: too many texts")
+	ErrOverloaded      = errors.New("actors: overloaded")
+	ErrTenantOverLimit = errors.New("actors: tenant over its in-flight limit")
+	ErrRateLimited     = errors.New("actors: tenant over its rate")
+	ErrUnavailable     = errors.New("actors: unavailable")
+	ErrTimeout         = errors.New("actors: timeout")
+	ErrInternal        = errors.New("actors: internal error")
+)
+
+// Wire codes (the api/apierr table holds the same strings).
+const (
+	CodeNotFound        = "not_found"
+	CodeExists          = "already_exists"
+	CodeBadRequest      = "bad_request"
+	CodeWrongTask       = "wrong_task"
+	CodeTextTooLong     = "text_too_long"
+	CodeTooManyTexts    = "too_many_texts"
+	CodeEmptyText       = "empty_text"
+	CodeInvalidUTF8     = "invalid_utf8"
+	CodeRateLimited     = "rate_limited"
+	CodeTenantOverLimit = "tenant_over_limit"
+	CodeOverloaded      = "overloaded"
+	CodeUnavailable     = "unavailable"
+	CodeTimeout         = "timeout"
+	CodeInternal        = "internal"
+)
+
+// Code gives err's stable wire code.
+func Code(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrNotFound), errors.Is(err, storage.ErrNotFound):
+		return CodeNotFound
+	case errors.Is(err, ErrExists), errors.Is(err, storage.ErrExists):
+		return CodeExists
+	case errors.Is(err, ErrWrongTask):
+		return CodeWrongTask
+	case errors.Is(err, ErrTooManyTexts):
+		return CodeTooManyTexts
+	case errors.Is(err, model.ErrTextTooLong):
+		return CodeTextTooLong
+	case errors.Is(err, model.ErrEmptyText):
+		return CodeEmptyText
+	case errors.Is(err, tokenizer.ErrInvalidUTF8):
+		return CodeInvalidUTF8
+	case errors.Is(err, ErrRateLimited):
+		return CodeRateLimited
+	case errors.Is(err, ErrTenantOverLimit):
+		return CodeTenantOverLimit
+	case errors.Is(err, ErrOverloaded):
+		return CodeOverloaded
+	case errors.Is(err, ErrUnavailable):
+		return CodeUnavailable
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return CodeTimeout
+	case errors.Is(err, ErrBadRequest), errors.Is(err, model.ErrBadInput), errors.Is(err, storage.ErrBadID),
+		errors.Is(err, model.ErrBadParams):
+		return CodeBadRequest
+	}
+	return CodeInternal
+}
+
+// wireError is an error that crossed the wire: its code and message.
+type wireError struct {
+	code, msg string
+	index     int32
+}
+
+func (e *wireError) Error() string { return e.msg }
+
+// Is matches the sentinel of the same code, so errors.Is works on both
+// sides of the wire.
+func (e *wireError) Is(target error) bool {
+	s, ok := codeSentinel[e.code]
+	return ok && s == target
+}
+
+var codeSentinel = map[string]error{
+	CodeNotFound: ErrNotFound, CodeExists: ErrExists, CodeWrongTask: ErrWrongTask, CodeTooManyTexts: ErrTooManyTexts,
+	CodeTextTooLong: model.ErrTextTooLong, CodeEmptyText: model.ErrEmptyText, CodeInvalidUTF8: tokenizer.ErrInvalidUTF8,
+	CodeRateLimited: ErrRateLimited, CodeTenantOverLimit: ErrTenantOverLimit, CodeOverloaded: ErrOverloaded,
+	CodeUnavailable: ErrUnavailable, CodeTimeout: ErrTimeout, CodeBadRequest: ErrBadRequest, CodeInternal: ErrInternal,
+}
+
+// ToProto turns err into its wire form (nil for nil).
+func ToProto(err error) *smilepb.Error {
+	if err == nil {
+		return nil
+	}
+	pe := &smilepb.Error{Code: Code(err), Message: Message(err)}
+	if i := TextIndex(err); i >= 0 {
+		i32 := int32(i)
+		pe.Index = &i32
+	}
+	return pe
+}
+
+// FromProto turns a wire error back into an error matching the sentinel of
+// its code (nil for nil).
+func FromProto(pe *smilepb.Error) error {
+	if pe == nil || pe.Code == "" {
+		return nil
+	}
+	idx := int32(-1)
+	if pe.Index != nil {
+		idx = *pe.Index
+	}
+	return &wireError{code: pe.Code, msg: pe.Message, index: idx}
+}
+
+// Message is err's text for people, without the "text N:" prefix of a
+// text's error (the index travels in its own field).
+func Message(err error) string {
+	var te *model.TextError
+	if errors.As(err, &te) {
+		return te.Err.Error()
+	}
+	return err.Error()
+}
+
+// TextIndex is the index of the text an error is about, or -1.
+func TextIndex(err error) int {
+	var te *model.TextError
+	if errors.As(err, &te) {
+		return te.Index
+	}
+	var we *wireError
+	if errors.As(err, &we) {
+		return int(we.index)
+	}
+	return -1
+}

@@ -1,0 +1,297 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smile-vplm/smile/actors/sched"
+	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/storage"
+)
+
+// BlobStore is where new params blobs go before their catalog entry is
+// committed (blob first, then catalog).
+type BlobStore interface {
+	PutBlob(data []byte) (string, error)
+}
+
+// CreateSpec is what a tenant chooses when deriving a vPLM.
+type CreateSpec struct {
+	ID       string
+	Tenant   string
+	Backbone string
+	Task     smilepb.Task
+	Labels   []string
+	Adapter  model.AdapterKind
+	Rank     int   // 0: model.DefaultRank
+	Layers   []int // nil: model.DefaultAdapterLayers
+	EmbedDim int   // embed task: 0 answers the backbone's pooled width
+}
+
+// Service is the node's vPLM service: the creator and the processor's
+// front door. The API's handlers are thin wrappers over it. Its methods are
+// safe for concurrent use.
+type Service struct {
+	cl       *cluster.Cluster
+	env      *Env
+	blobs    BlobStore
+	devices  map[string]*DeviceHandle
+	backbone string // default backbone
+	now      func() time.Time
+}
+
+// NewService builds the service over a started cluster member.
+func NewService(cl *cluster.Cluster, env *Env, blobs BlobStore, devices map[string]*DeviceHandle, defaultBackbone string) *Service {
+	return &Service{cl: cl, env: env, blobs: blobs, devices: devices, backbone: defaultBackbone, now: time.Now}
+}
+
+// DefaultBackbone is the backbone a create without one uses.
+func (s *Service) DefaultBackbone() string { return s.backbone }
+
+// Create derives a new vPLM: an identity-initialised adapter and head (it
+// answers like the base backbone at once), stored as a blob, then committed
+// to the catalog.
+func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, error) {
+	if err := storage.ValidID(spec.ID); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if spec.Tenant == "" {
+		spec.Tenant = "default"
+	}
+	if err := storage.ValidID(spec.Tenant); err != nil {
+		return nil, fmt.Errorf("%w: tenant: %w", ErrBadRequest, err)
+	}
+	if spec.Backbone == "" {
+		spec.Backbone = s.backbone
+	}
+	dev, ok := s.devices[spec.Backbone]
+	if !ok {
+		return nil, fmt.Errorf("%w: backbone %q is not served here", ErrBadRequest, spec.Backbone)
+	}
+	ps := model.ParamsSpec{Adapter: spec.Adapter, Rank: spec.Rank, Layers: spec.Layers, Labels: spec.Labels, EmbedDim: spec.EmbedDim}
+	if ps.Adapter == 0 {
+		ps.Adapter = model.AdapterBottleneck
+	}
+	if ps.Rank == 0 {
+		ps.Rank = model.DefaultRank
+	}
+	if ps.Layers == nil {
+		ps.Layers = model.DefaultAdapterLayers(dev.Backbone().Info().Layers)
+	}
+	switch spec.Task {
+	case smilepb.Task_TASK_CLASSIFY:
+		ps.Head = model.HeadClassify
+	case smilepb.Task_TASK_EMBED:
+		ps.Head = model.HeadEmbed
+	default:
+		return nil, fmt.Errorf("%w: task must be classify or embed", ErrBadRequest)
+	}
+	if err := ps.Validate(dev.Backbone()); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	h := fnv.New64a()
+	h.Write([]byte(spec.ID))
+	params, err := model.NewParams(dev.Backbone(), ps, h.Sum64())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	blob := params.Encode()
+	digest, err := s.blobs.PutBlob(blob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: store params: %w", ErrUnavailable, err)
+	}
+	layers := make([]uint32, len(ps.Layers))
+	for i, l := range ps.Layers {
+		layers[i] = uint32(l)
+	}
+	now := s.now().UnixMilli()
+	v := &smilepb.VPLM{
+		Id: spec.ID, Tenant: spec.Tenant, Backbone: spec.Backbone, Task: spec.Task, Labels: spec.Labels,
+		Adapter:  &smilepb.AdapterConfig{Kind: adapterKindPB(ps.Adapter), Rank: uint32(ps.Rank), Layers: layers, Alpha: ps.Alpha},
+		EmbedDim: uint32(spec.EmbedDim), ParamsDigest: digest, ParamsBytes: uint64(len(blob)),
+		CreatedUnixMs: now, UpdatedUnixMs: now,
+	}
+	out, err := s.env.Catalog.Apply(ctx, &smilepb.CatalogCommand{Cmd: &smilepb.CatalogCommand_Create{Create: &smilepb.CreateVPLM{Vplm: v}}})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func adapterKindPB(k model.AdapterKind) smilepb.AdapterKind {
+	if k == model.AdapterLoRA {
+		return smilepb.AdapterKind_ADAPTER_LORA
+	}
+	return smilepb.AdapterKind_ADAPTER_BOTTLENECK
+}
+
+// Delete removes a vPLM from the catalog and tells its actor, so no
+// request is answered by it afterwards.
+func (s *Service) Delete(ctx context.Context, id string) error {
+	if err := storage.ValidID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if _, err := s.env.Catalog.Apply(ctx, &smilepb.CatalogCommand{Cmd: &smilepb.CatalogCommand_Delete{Delete: &smilepb.DeleteVPLM{Id: id}}}); err != nil {
+		return err
+	}
+	// The actor reloads, finds no entry and stops; a failure here only
+	// delays that until its next request, which reloads too.
+	_, _ = s.request(ctx, id, &smilepb.Reload{Id: id})
+	return nil
+}
+
+// Get returns a vPLM's catalog entry.
+func (s *Service) Get(ctx context.Context, id string) (*smilepb.VPLM, error) {
+	if err := storage.ValidID(id); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return s.env.Catalog.Get(ctx, id)
+}
+
+// List pages through the catalog by id.
+func (s *Service) List(ctx context.Context, tenant, after string, limit int) ([]*smilepb.VPLM, error) {
+	return s.env.Catalog.List(ctx, tenant, after, limit)
+}
+
+// PutTenant stores a tenant's virtual processor (weight and limits) and
+// applies it on every device of the node.
+func (s *Service) PutTenant(ctx context.Context, t *smilepb.Tenant) error {
+	if err := storage.ValidID(t.GetName()); err != nil {
+		return fmt.Errorf("%w: tenant: %w", ErrBadRequest, err)
+	}
+	tc := TenantConfig(t)
+	if err := tc.Validate(); err != nil {
+		return fmt.Errorf("%w: tenant %s: %w", ErrBadRequest, t.Name, err)
+	}
+	if _, err := s.env.Catalog.Apply(ctx, &smilepb.CatalogCommand{Cmd: &smilepb.CatalogCommand_PutTenant{PutTenant: &smilepb.PutTenant{Tenant: t}}}); err != nil {
+		return err
+	}
+	return s.ApplyTenant(ctx, t)
+}
+
+// ApplyTenant sets a stored tenant's virtual processor on every device of
+// the node (at start, and after PutTenant).
+func (s *Service) ApplyTenant(ctx context.Context, t *smilepb.Tenant) error {
+	name, tc := t.GetName(), TenantConfig(t)
+	for _, d := range s.devices {
+		res, err := s.cl.ActorSystem.Root.RequestFuture(d.PID, &SetTenant{Name: name, Config: tc}, timeoutOf(ctx)).Result()
+		if err != nil {
+			return fmt.Errorf("%w: device: %w", ErrUnavailable, err)
+		}
+		if ack, ok := res.(*Ack); ok && ack.Err != nil {
+			return fmt.Errorf("%w: %w", ErrBadRequest, ack.Err)
+		}
+	}
+	return nil
+}
+
+// TenantConfig converts a catalog tenant to the scheduler's form.
+func TenantConfig(t *smilepb.Tenant) sched.TenantConfig {
+	tc := sched.TenantConfig{Weight: t.GetWeight(), MaxInflight: int(t.GetMaxInflight()), RatePerSec: t.GetRatePerS(), Burst: int(t.GetBurst())}
+	if tc.Weight == 0 {
+		tc.Weight = 1
+	}
+	if tc.RatePerSec > 0 && tc.Burst == 0 {
+		tc.Burst = max(1, int(math.Ceil(tc.RatePerSec)))
+	}
+	return tc
+}
+
+// Classify answers texts with a classification vPLM.
+func (s *Service) Classify(ctx context.Context, id string, texts []string) (*smilepb.ClassifyReply, error) {
+	if err := storage.ValidID(id); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	res, err := s.request(ctx, id, &smilepb.ClassifyRequest{ModelId: id, Texts: texts})
+	if err != nil {
+		return nil, err
+	}
+	r, ok := res.(*smilepb.ClassifyReply)
+	if !ok {
+		return nil, fmt.Errorf("%w: vPLM answered %T", ErrInternal, res)
+	}
+	if err := FromProto(r.Error); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Embed answers texts with an embedding vPLM.
+func (s *Service) Embed(ctx context.Context, id string, texts []string) (*smilepb.EmbedReply, error) {
+	if err := storage.ValidID(id); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	res, err := s.request(ctx, id, &smilepb.EmbedRequest{ModelId: id, Texts: texts})
+	if err != nil {
+		return nil, err
+	}
+	r, ok := res.(*smilepb.EmbedReply)
+	if !ok {
+		return nil, fmt.Errorf("%w: vPLM answered %T", ErrInternal, res)
+	}
+	if err := FromProto(r.Error); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// DeviceStats asks every device actor of the node for its statistics.
+func (s *Service) DeviceStats(ctx context.Context) ([]*DeviceStats, error) {
+	var out []*DeviceStats
+	for _, d := range s.devices {
+		res, err := s.cl.ActorSystem.Root.RequestFuture(d.PID, &GetDeviceStats{}, timeoutOf(ctx)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("%w: device: %w", ErrUnavailable, err)
+		}
+		out = append(out, res.(*DeviceStats))
+	}
+	return out, nil
+}
+
+// request sends msg to the vPLM actor of id (activating it if needed).
+func (s *Service) request(ctx context.Context, id string, msg proto.Message) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	// An attempt normally ends well within the device's deadline (the
+	// vPLM actor answers timeouts itself); one that does not lost its
+	// message to an actor passivating at that instant, and is retried
+	// while ctx allows.
+	attempt := s.env.Config.RequestTimeout + 2*time.Second
+	var last error
+	for try := 0; ; try++ {
+		left := timeoutOf(ctx)
+		res, err := s.cl.Request(id, KindVPLM, msg, cluster.WithTimeout(min(left, attempt)), cluster.WithRetryCount(3))
+		if err == nil && res != nil {
+			return res, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("vPLM %s did not answer", id)
+		}
+		last = err
+		if ctx.Err() != nil || try >= 2 || left <= attempt {
+			break
+		}
+	}
+	if errors.Is(last, actor.ErrTimeout) || errors.Is(last, context.DeadlineExceeded) || ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: vPLM %s: %w", ErrTimeout, id, last)
+	}
+	return nil, fmt.Errorf("%w: vPLM %s: %w", ErrUnavailable, id, last)
+}
+
+// timeoutOf is the time left before ctx's deadline (a minute without one).
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return time.Minute
+}

@@ -1,0 +1,263 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/model"
+)
+
+// KindVPLM is the cluster kind of vPLM actors; a vPLM's identity is its id.
+const KindVPLM = "vplm"
+
+// VPLMConfig configures vPLM actors.
+type VPLMConfig struct {
+	// PassivateAfter stops an actor that received nothing for this long;
+	// the next request activates it again (from the catalog).
+	PassivateAfter time.Duration
+	// MaxTexts bounds the texts of one request.
+	MaxTexts int
+	// MaxTextBytes bounds one text (longer ones get text_too_long).
+	MaxTextBytes int
+	// RequestTimeout bounds a request's time at the device actor.
+	RequestTimeout time.Duration
+}
+
+// DefaultVPLMConfig returns the defaults.
+func DefaultVPLMConfig() VPLMConfig {
+	return VPLMConfig{PassivateAfter: 10 * time.Minute, MaxTexts: 64, MaxTextBytes: 64 << 10, RequestTimeout: 30 * time.Second}
+}
+
+// Validate checks the configuration.
+func (c VPLMConfig) Validate() error {
+	switch {
+	case c.PassivateAfter < time.Millisecond:
+		return fmt.Errorf("%w: passivate after %v: want at least 1ms", ErrBadConfig, c.PassivateAfter)
+	case c.MaxTexts < 1 || c.MaxTexts > 4096:
+		return fmt.Errorf("%w: max texts %d: want 1..4096", ErrBadConfig, c.MaxTexts)
+	case c.MaxTextBytes < 1 || c.MaxTextBytes > model.MaxTextBytesLimit:
+		return fmt.Errorf("%w: max text bytes %d: want 1..%d", ErrBadConfig, c.MaxTextBytes, model.MaxTextBytesLimit)
+	case c.RequestTimeout < time.Millisecond:
+		return fmt.Errorf("%w: request timeout %v: want at least 1ms", ErrBadConfig, c.RequestTimeout)
+	}
+	return nil
+}
+
+// Catalog is the vPLM catalog as the actors see it: reads, and changes as
+// commands applied in one place (today storage.Catalog on the local Badger;
+// the storage issue puts Raft in front of Apply).
+type Catalog interface {
+	Apply(ctx context.Context, cmd *smilepb.CatalogCommand) (*smilepb.VPLM, error)
+	Get(ctx context.Context, id string) (*smilepb.VPLM, error)
+	List(ctx context.Context, tenant, after string, limit int) ([]*smilepb.VPLM, error)
+}
+
+// Env is what the vPLM actors of a node share.
+type Env struct {
+	Catalog Catalog
+	// Device returns the node's device actor for a backbone.
+	Device func(backbone string) (*DeviceHandle, bool)
+	Config VPLMConfig
+	Log    *slog.Logger
+}
+
+// VPLMKind is the cluster kind for vPLM actors using env.
+func VPLMKind(env *Env) *cluster.Kind {
+	return cluster.NewKind(KindVPLM, actor.PropsFromProducer(func() actor.Actor { return &vplmActor{env: env} }))
+}
+
+// vplmActor is the virtual actor of one vPLM: it holds the catalog entry,
+// tokenizes, asks its node's device actor for the forward pass and turns
+// the outputs into the answer. It never blocks its mailbox on the device.
+type vplmActor struct {
+	env      *Env
+	id       string
+	entry    *smilepb.VPLM
+	dev      *DeviceHandle
+	err      error // why the entry could not be loaded
+	inflight int   // requests waiting on the device
+	last     time.Time
+	timer    *time.Timer
+}
+
+// idleCheck is the actor's own passivation timer firing. protoactor's
+// ReceiveTimeout is not used: it would stop an actor whose requests are
+// still at the device (their continuations are not messages that reset
+// it), losing the answers.
+type idleCheck struct{}
+
+func (a *vplmActor) armIdle(ctx actor.Context, d time.Duration) {
+	self, sys := ctx.Self(), ctx.ActorSystem()
+	a.timer = time.AfterFunc(d, func() { sys.Root.Send(self, idleCheck{}) })
+}
+
+func (a *vplmActor) Receive(ctx actor.Context) {
+	msg := ctx.Message()
+	if _, ok := msg.(idleCheck); !ok {
+		a.last = time.Now()
+	}
+	switch m := msg.(type) {
+	case *actor.Started:
+		a.last = time.Now()
+		a.armIdle(ctx, a.env.Config.PassivateAfter)
+	case *actor.Stopping:
+		if a.timer != nil {
+			a.timer.Stop()
+		}
+	case *cluster.ClusterInit:
+		a.id = m.Identity.Identity
+		a.load()
+	case idleCheck:
+		idle := time.Since(a.last)
+		if a.inflight == 0 && idle >= a.env.Config.PassivateAfter {
+			ctx.Stop(ctx.Self())
+			return
+		}
+		a.armIdle(ctx, max(a.env.Config.PassivateAfter-idle, time.Millisecond))
+	case *smilepb.ClassifyRequest:
+		a.infer(ctx, smilepb.Task_TASK_CLASSIFY, m.Texts)
+	case *smilepb.EmbedRequest:
+		a.infer(ctx, smilepb.Task_TASK_EMBED, m.Texts)
+	case *smilepb.GetVPLM:
+		if a.err != nil {
+			ctx.Respond(&smilepb.GetVPLMReply{Error: ToProto(a.err)})
+			return
+		}
+		ctx.Respond(&smilepb.GetVPLMReply{Vplm: a.entry})
+	case *smilepb.Reload:
+		a.load()
+		ctx.Respond(&smilepb.GetVPLMReply{Vplm: a.entry, Error: ToProto(a.err)})
+		if a.entry == nil {
+			ctx.Stop(ctx.Self())
+		}
+	}
+}
+
+func (a *vplmActor) load() {
+	a.entry, a.dev, a.err = nil, nil, nil
+	e, err := a.env.Catalog.Get(context.Background(), a.id)
+	if err != nil {
+		a.err = err
+		return
+	}
+	dev, ok := a.env.Device(e.Backbone)
+	if !ok {
+		a.err = fmt.Errorf("%w: backbone %q is not served on this node", ErrUnavailable, e.Backbone)
+		return
+	}
+	a.entry, a.dev = e, dev
+}
+
+func (a *vplmActor) fail(ctx actor.Context, task smilepb.Task, err error) {
+	pe := ToProto(err)
+	if task == smilepb.Task_TASK_CLASSIFY {
+		ctx.Respond(&smilepb.ClassifyReply{Error: pe})
+	} else {
+		ctx.Respond(&smilepb.EmbedReply{Error: pe})
+	}
+}
+
+func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string) {
+	start := time.Now()
+	if a.entry == nil {
+		a.load() // the catalog may have changed since activation
+	}
+	if a.err != nil {
+		a.fail(ctx, task, a.err)
+		if a.entry == nil {
+			ctx.Stop(ctx.Self())
+		}
+		return
+	}
+	e := a.entry
+	if e.Task != task {
+		a.fail(ctx, task, fmt.Errorf("%w: %s is a %s model", ErrWrongTask, e.Id, taskName(e.Task)))
+		return
+	}
+	cfg := a.env.Config
+	if len(texts) == 0 {
+		a.fail(ctx, task, fmt.Errorf("%w: no texts", ErrBadRequest))
+		return
+	}
+	if len(texts) > cfg.MaxTexts {
+		a.fail(ctx, task, fmt.Errorf("%w: %d texts, the limit is %d", ErrTooManyTexts, len(texts), cfg.MaxTexts))
+		return
+	}
+	bb := a.dev.Backbone()
+	ids, err := model.Tokenize(bb, texts, model.EmbedOptions{MaxTextBytes: cfg.MaxTextBytes, MaxBatchTokens: model.MaxBatchTokensLimit})
+	if err != nil {
+		a.fail(ctx, task, err)
+		return
+	}
+	tokenized := time.Now()
+	msg := &Infer{Tenant: e.Tenant, Digest: e.ParamsDigest, IDs: ids, Deadline: start.Add(cfg.RequestTimeout)}
+	fut := ctx.RequestFuture(a.dev.PID, msg, cfg.RequestTimeout+time.Second)
+	version := e.Version
+	labels := e.Labels
+	a.inflight++
+	ctx.ReenterAfter(fut, func(res any, err error) {
+		a.inflight--
+		a.last = time.Now()
+		if err == nil {
+			if r, ok := res.(*InferResult); ok {
+				err = r.Err
+				if err == nil {
+					a.answer(ctx, task, labels, version, r, start, tokenized)
+					return
+				}
+			} else {
+				err = fmt.Errorf("%w: device answered %T", ErrInternal, res)
+			}
+		} else if err == actor.ErrTimeout {
+			err = fmt.Errorf("%w: no answer from the device in %v", ErrTimeout, cfg.RequestTimeout)
+		}
+		a.fail(ctx, task, err)
+	})
+}
+
+func (a *vplmActor) answer(ctx actor.Context, task smilepb.Task, labels []string, version uint64, r *InferResult, start, tokenized time.Time) {
+	t := &smilepb.Timings{
+		TokenizeUs: tokenized.Sub(start).Microseconds(), QueueUs: r.Queue.Microseconds(),
+		ComputeUs: r.Compute.Microseconds(), TotalUs: time.Since(start).Microseconds(),
+		BatchRows: uint32(r.BatchRows), BatchVplms: uint32(r.BatchVPLMs),
+	}
+	if task == smilepb.Task_TASK_EMBED {
+		out := &smilepb.EmbedReply{Version: version, Timings: t, Embeddings: make([]*smilepb.Vector, len(r.Outputs))}
+		for i, v := range r.Outputs {
+			out.Embeddings[i] = &smilepb.Vector{Values: v}
+		}
+		ctx.Respond(out)
+		return
+	}
+	out := &smilepb.ClassifyReply{Version: version, Timings: t, Labels: labels, Predictions: make([]*smilepb.Prediction, len(r.Outputs))}
+	for i, p := range r.Outputs {
+		best := 0
+		for k := range p {
+			if p[k] > p[best] {
+				best = k
+			}
+		}
+		label := ""
+		if best < len(labels) {
+			label = labels[best]
+		}
+		out.Predictions[i] = &smilepb.Prediction{Label: label, Index: uint32(best), Probs: p}
+	}
+	ctx.Respond(out)
+}
+
+func taskName(t smilepb.Task) string {
+	switch t {
+	case smilepb.Task_TASK_CLASSIFY:
+		return "classify"
+	case smilepb.Task_TASK_EMBED:
+		return "embed"
+	}
+	return "unknown-task"
+}

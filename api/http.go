@@ -1,0 +1,433 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/smile-vplm/smile/actors"
+	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/model"
+)
+
+// HTTPConfig bounds what the HTTP API accepts.
+type HTTPConfig struct {
+	MaxBodyBytes   int64         // request bodies beyond this get payload_too_large
+	RequestTimeout time.Duration // per request, unless the client asks for less (?timeout_ms=)
+	MaxListLimit   int
+}
+
+// DefaultHTTPConfig returns the defaults.
+func DefaultHTTPConfig() HTTPConfig {
+	return HTTPConfig{MaxBodyBytes: 8 << 20, RequestTimeout: 30 * time.Second, MaxListLimit: 1000}
+}
+
+// Handler serves the HTTP API over a node's service. Handlers are thin: they
+// decode, call the service, and encode; errors go through one mapping.
+type Handler struct {
+	svc *actors.Service
+	cfg HTTPConfig
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// NewHandler builds the HTTP API.
+func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Handler{svc: svc, cfg: cfg, log: log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET /v1/health", h.health)
+	h.mux.HandleFunc("POST /v1/models", h.create)
+	h.mux.HandleFunc("GET /v1/models", h.list)
+	h.mux.HandleFunc("GET /v1/models/{id}", h.get)
+	h.mux.HandleFunc("DELETE /v1/models/{id}", h.delete)
+	h.mux.HandleFunc("POST /v1/models/{id}/classify", h.classify)
+	h.mux.HandleFunc("POST /v1/models/{id}/embed", h.embed)
+	h.mux.HandleFunc("PUT /v1/tenants/{name}", h.putTenant)
+	h.mux.HandleFunc("GET /v1/stats", h.stats)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, Errorf(CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
+	})
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			h.log.Error("panic in handler", "path", r.URL.Path, "panic", v)
+			writeError(w, Errorf(CodeInternal, "internal error"))
+		}
+	}()
+	h.mux.ServeHTTP(w, r)
+}
+
+// context bounds a request by the configured timeout, or the client's
+// shorter ?timeout_ms=.
+func (h *Handler) context(r *http.Request) (context.Context, context.CancelFunc, error) {
+	d := h.cfg.RequestTimeout
+	if s := r.URL.Query().Get("timeout_ms"); s != "" {
+		ms, err := strconv.Atoi(s)
+		if err != nil || ms < 1 {
+			return nil, nil, Errorf(CodeBadRequest, "timeout_ms %q: want a positive integer", s)
+		}
+		d = min(d, time.Duration(ms)*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return ctx, cancel, nil
+}
+
+// ToError maps any error of the service to its wire form: the code table
+// (errors.go) then gives the HTTP status.
+func ToError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e
+	}
+	code := actors.Code(err)
+	if !KnownCode(code) {
+		code = CodeInternal
+	}
+	return &Error{Code: code, Message: actors.Message(err), Index: actors.TextIndex(err)}
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e := ToError(err)
+	body := ErrorBody{Error: ErrorJSON{Code: e.Code, Message: e.Message}}
+	if e.Index >= 0 {
+		i := e.Index
+		body.Error.Index = &i
+	}
+	if e.Code == CodeOverloaded || e.Code == CodeRateLimited || e.Code == CodeTenantOverLimit {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, e.Status(), body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body strictly: bounded size, known fields only, one value.
+func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return Errorf(CodeBadRequest, "content type %q: want application/json", ct)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return Errorf(CodePayloadTooLarge, "request body over %d bytes", h.cfg.MaxBodyBytes)
+		}
+		return Errorf(CodeBadRequest, "reading the request body: %v", err)
+	}
+	// JSON is UTF-8; the decoder would quietly turn bad bytes into U+FFFD
+	// and answer for a text the client never sent.
+	if !utf8.Valid(body) {
+		return Errorf(CodeInvalidUTF8, "request body is not valid UTF-8 (byte offset %d)", invalidAt(body))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Errorf(CodeBadRequest, "empty request body")
+		}
+		return Errorf(CodeBadRequest, "request body: %v", err)
+	}
+	if dec.More() {
+		return Errorf(CodeBadRequest, "request body: more than one JSON value")
+	}
+	return nil
+}
+
+// invalidAt is the offset of the first byte of b that is not valid UTF-8.
+func invalidAt(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
+}
+
+func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "backbone": h.svc.DefaultBackbone()})
+}
+
+func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
+	var req CreateModelRequest
+	if err := h.decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	spec, err := createSpec(req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	v, err := h.svc.Create(ctx, spec)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ModelJSON(v))
+}
+
+func createSpec(req CreateModelRequest) (actors.CreateSpec, error) {
+	spec := actors.CreateSpec{ID: req.ID, Tenant: req.Tenant, Backbone: req.Backbone, Labels: req.Labels, Rank: req.Rank, Layers: req.Layers, EmbedDim: req.EmbedDim}
+	switch req.Task {
+	case "classify":
+		spec.Task = smilepb.Task_TASK_CLASSIFY
+	case "embed":
+		spec.Task = smilepb.Task_TASK_EMBED
+	default:
+		return spec, Errorf(CodeBadRequest, "task %q: want classify or embed", req.Task)
+	}
+	if req.Adapter != "" {
+		k, err := model.ParseAdapterKind(req.Adapter)
+		if err != nil {
+			return spec, Errorf(CodeBadRequest, "%v", err)
+		}
+		spec.Adapter = k
+	}
+	if req.Rank < 0 {
+		return spec, Errorf(CodeBadRequest, "rank %d: want a positive rank", req.Rank)
+	}
+	return spec, nil
+}
+
+// ModelJSON converts a catalog entry to its JSON form.
+func ModelJSON(v *smilepb.VPLM) Model {
+	m := Model{
+		ID: v.Id, Tenant: v.Tenant, Backbone: v.Backbone, Labels: v.Labels, EmbedDim: int(v.EmbedDim),
+		Version: v.Version, ParamsDigest: v.ParamsDigest, ParamsBytes: v.ParamsBytes,
+		CreatedMs: v.CreatedUnixMs, UpdatedMs: v.UpdatedUnixMs, Layers: []int{},
+	}
+	switch v.Task {
+	case smilepb.Task_TASK_CLASSIFY:
+		m.Task = "classify"
+	case smilepb.Task_TASK_EMBED:
+		m.Task = "embed"
+	}
+	if a := v.Adapter; a != nil {
+		m.Adapter = "bottleneck"
+		if a.Kind == smilepb.AdapterKind_ADAPTER_LORA {
+			m.Adapter = "lora"
+		}
+		m.Rank = int(a.Rank)
+		for _, l := range a.Layers {
+			m.Layers = append(m.Layers, int(l))
+		}
+	}
+	return m
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > h.cfg.MaxListLimit {
+			writeError(w, Errorf(CodeBadRequest, "limit %q: want 1..%d", s, h.cfg.MaxListLimit))
+			return
+		}
+		limit = n
+	}
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	vs, err := h.svc.List(ctx, q.Get("tenant"), q.Get("after"), limit)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := ModelList{Models: make([]Model, 0, len(vs))}
+	for _, v := range vs {
+		out.Models = append(out.Models, ModelJSON(v))
+	}
+	if len(vs) == limit {
+		out.Next = vs[len(vs)-1].Id
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	v, err := h.svc.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ModelJSON(v))
+}
+
+func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	if err := h.svc.Delete(ctx, r.PathValue("id")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) texts(w http.ResponseWriter, r *http.Request) ([]string, error) {
+	var req TextsRequest
+	if err := h.decode(w, r, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Texts) == 0 {
+		return nil, Errorf(CodeBadRequest, "no texts: send {\"texts\": [\"...\"]}")
+	}
+	return req.Texts, nil
+}
+
+func timingsJSON(t *smilepb.Timings) Timings {
+	return Timings{
+		TokenizeUs: t.GetTokenizeUs(), QueueUs: t.GetQueueUs(), ComputeUs: t.GetComputeUs(), TotalUs: t.GetTotalUs(),
+		BatchRows: int(t.GetBatchRows()), BatchVPLMs: int(t.GetBatchVplms()),
+	}
+}
+
+func (h *Handler) classify(w http.ResponseWriter, r *http.Request) {
+	texts, err := h.texts(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	id := r.PathValue("id")
+	rep, err := h.svc.Classify(ctx, id, texts)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := ClassifyResponse{Model: id, Version: rep.Version, Timings: timingsJSON(rep.Timings), Predictions: make([]Prediction, len(rep.Predictions))}
+	labels := rep.Labels
+	for i, p := range rep.Predictions {
+		probs := make(map[string]float32, len(p.Probs))
+		for k, v := range p.Probs {
+			name := strconv.Itoa(k)
+			if k < len(labels) {
+				name = labels[k]
+			}
+			probs[name] = v
+		}
+		out.Predictions[i] = Prediction{Label: p.Label, Index: int(p.Index), Probs: probs}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) embed(w http.ResponseWriter, r *http.Request) {
+	texts, err := h.texts(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	id := r.PathValue("id")
+	rep, err := h.svc.Embed(ctx, id, texts)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := EmbedResponse{Model: id, Version: rep.Version, Timings: timingsJSON(rep.Timings), Embeddings: make([][]float32, len(rep.Embeddings))}
+	for i, v := range rep.Embeddings {
+		out.Embeddings[i] = v.Values
+	}
+	if len(out.Embeddings) > 0 {
+		out.Dim = len(out.Embeddings[0])
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) putTenant(w http.ResponseWriter, r *http.Request) {
+	var req TenantRequest
+	if err := h.decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Weight == 0 {
+		req.Weight = 1
+	}
+	if req.Weight < 0 || req.MaxInflight < 0 || req.RatePerSec < 0 || req.Burst < 0 {
+		writeError(w, Errorf(CodeBadRequest, "tenant limits must not be negative"))
+		return
+	}
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	t := &smilepb.Tenant{Name: r.PathValue("name"), Weight: req.Weight, MaxInflight: uint32(req.MaxInflight), RatePerS: req.RatePerSec, Burst: uint32(req.Burst)}
+	if err := h.svc.PutTenant(ctx, t); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, req)
+}
+
+func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, err := h.context(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	st, err := h.svc.DeviceStats(ctx)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": st})
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// String is for logs.
+func (c HTTPConfig) String() string {
+	return fmt.Sprintf("body<=%dB timeout=%v", c.MaxBodyBytes, c.RequestTimeout)
+}
