@@ -19,16 +19,17 @@ build: deps
 	$(GO) build -o $(BIN) ./cmd/smile
 	@$(BIN) version | grep -q openblas || { echo "build: the OpenBLAS backend is missing (is cgo on? gcc and libopenblas-dev installed?)"; exit 1; }
 
-# The main job on the embedded default: embed three texts with use-lite
-# (pulled into ~/.smile on first use) and print their cosine matrix.
+# The main job on the embedded default: the single-node server (embedded
+# Badger in ~/.smile/db, use-lite pulled into ~/.smile on first use, HTTP
+# API on 127.0.0.1:7077). README.md has a CLI and curl session against it.
 run: build
-	$(BIN) embed --cosine "the movie was great" "a wonderful film" "stock prices fell"
+	$(BIN) serve
 
 # Everything CI runs: formatting, vet, the race-enabled test suite (parity
 # tests on the real weights included), a short fuzz of every decoder and
 # tokenizer, and one iteration of every benchmark.
 # The race suite runs last so its closing count is the last line printed.
-test: build check
+test: build check proto-check
 	@test -f $(TEST_DATA)/backbones/use-lite || $(BIN) --data-dir $(TEST_DATA) pull use-lite
 	FUZZTIME=$(FUZZTIME) scripts/fuzz-short.sh
 	$(MAKE) --no-print-directory bench-smoke
@@ -48,11 +49,13 @@ bench-smoke: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 	$(BIN) --data-dir $(TEST_DATA) bench gemm --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench forward --quick --json
+	$(BIN) --data-dir $(TEST_DATA) bench serve --quick --json
 
 # Full benchmark runs for docs/BENCHMARKS.md.
 bench: build
 	$(BIN) bench gemm --json
 	$(BIN) bench forward --json
+	$(BIN) bench serve --json
 
 # Regenerate the JS reference outputs and measure the JS library (needs npm).
 reference:
