@@ -24,11 +24,15 @@ type HTTPConfig struct {
 	MaxBodyBytes   int64         // request bodies beyond this get payload_too_large
 	RequestTimeout time.Duration // per request, unless the client asks for less (?timeout_ms=)
 	MaxListLimit   int
+	// MaxInflight bounds the requests being handled at once; beyond it a
+	// request is answered overloaded at once, so a flood of connections
+	// cannot grow memory without bound (each may hold a body).
+	MaxInflight int
 }
 
 // DefaultHTTPConfig returns the defaults.
 func DefaultHTTPConfig() HTTPConfig {
-	return HTTPConfig{MaxBodyBytes: 8 << 20, RequestTimeout: 30 * time.Second, MaxListLimit: 1000}
+	return HTTPConfig{MaxBodyBytes: 8 << 20, RequestTimeout: 30 * time.Second, MaxListLimit: 1000, MaxInflight: 8192}
 }
 
 // Handler serves the HTTP API over a node's service. Handlers are thin: they
@@ -38,6 +42,7 @@ type Handler struct {
 	cfg HTTPConfig
 	log *slog.Logger
 	mux *http.ServeMux
+	sem chan struct{}
 }
 
 // NewHandler builds the HTTP API.
@@ -45,7 +50,7 @@ func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler 
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{svc: svc, cfg: cfg, log: log, mux: http.NewServeMux()}
+	h := &Handler{svc: svc, cfg: cfg, log: log, mux: http.NewServeMux(), sem: make(chan struct{}, max(cfg.MaxInflight, 1))}
 	h.mux.HandleFunc("GET /v1/health", h.health)
 	h.mux.HandleFunc("POST /v1/models", h.create)
 	h.mux.HandleFunc("GET /v1/models", h.list)
@@ -68,6 +73,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, Errorf(CodeInternal, "internal error"))
 		}
 	}()
+	select {
+	case h.sem <- struct{}{}:
+		defer func() { <-h.sem }()
+	default:
+		writeError(w, Errorf(CodeOverloaded, "%d requests in progress: retry later", cap(h.sem)))
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

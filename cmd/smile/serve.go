@@ -42,6 +42,9 @@ func newServeCmd(g *globals) *cobra.Command {
 			node.Host, node.Port = host, port
 			node.Device.HostCacheBytes = hostMB << 20
 			node.Device.DeviceCacheBytes = devMB << 20
+			if httpCfg.MaxBodyBytes < 1024 || httpCfg.MaxInflight < 1 || httpCfg.RequestTimeout < time.Millisecond {
+				return usagef("--max-body-bytes (at least 1024), --max-http-inflight (at least 1) and --request-timeout (at least 1ms) must be positive")
+			}
 			if err := node.Validate(); err != nil {
 				return &usageError{err}
 			}
@@ -114,6 +117,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	f.IntVar(&node.VPLM.MaxTextBytes, "max-text-bytes", node.VPLM.MaxTextBytes, "bytes per text")
 	f.DurationVar(&httpCfg.RequestTimeout, "request-timeout", httpCfg.RequestTimeout, "per-request deadline")
 	f.Int64Var(&httpCfg.MaxBodyBytes, "max-body-bytes", httpCfg.MaxBodyBytes, "largest request body")
+	f.IntVar(&httpCfg.MaxInflight, "max-http-inflight", httpCfg.MaxInflight, "HTTP requests handled at once; more are answered overloaded")
 	return cmd
 }
 
