@@ -96,6 +96,7 @@ func newDeviceFixture(t *testing.T, cfg DeviceConfig, models int) *deviceFixture
 		}
 		sys.Shutdown()
 		bb.Close()
+		dev.Close()
 	})
 	return f
 }

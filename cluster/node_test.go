@@ -57,6 +57,7 @@ func startNode(t *testing.T, cfg NodeConfig) *testNode {
 			t.Error(err)
 		}
 		bb.Close()
+		dev.Close()
 		store.Close()
 	})
 	return &testNode{Node: n, store: store, cat: cat, bb: bb}
@@ -164,6 +165,7 @@ func TestNodeServesThroughActors(t *testing.T) {
 	}
 	// Reference: a second copy of the backbone, each vPLM alone.
 	dev, _ := cpu.New(cpu.DefaultConfig())
+	defer dev.Close()
 	z := testenv.UseLite(t)
 	bb2, err := z.Load(dev, "use-lite")
 	if err != nil {
