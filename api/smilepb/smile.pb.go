@@ -745,12 +745,15 @@ func (x *PutTenant) GetTenant() *Tenant {
 }
 
 type ClassifyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ModelId       string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
-	Texts         []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
-	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ModelId   string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	Texts     []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
+	RequestId string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's deadline (Unix milliseconds; 0: none): work still queued
+	// then is dropped with a timeout instead of computed for nobody.
+	DeadlineUnixMs int64 `protobuf:"varint,4,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClassifyRequest) Reset() {
@@ -802,6 +805,13 @@ func (x *ClassifyRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *ClassifyRequest) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
 }
 
 type ClassifyReply struct {
@@ -945,12 +955,15 @@ func (x *Prediction) GetProbs() []float32 {
 }
 
 type EmbedRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ModelId       string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
-	Texts         []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
-	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ModelId   string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	Texts     []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
+	RequestId string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's deadline (Unix milliseconds; 0: none): work still queued
+	// then is dropped with a timeout instead of computed for nobody.
+	DeadlineUnixMs int64 `protobuf:"varint,4,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EmbedRequest) Reset() {
@@ -1002,6 +1015,13 @@ func (x *EmbedRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *EmbedRequest) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
 }
 
 type EmbedReply struct {
@@ -1496,12 +1516,13 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\fparams_bytes\x18\x04 \x01(\x04R\vparamsBytes\x12&\n" +
 	"\x0fupdated_unix_ms\x18\x05 \x01(\x03R\rupdatedUnixMs\"5\n" +
 	"\tPutTenant\x12(\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x10.smile.v1.TenantR\x06tenant\"a\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x10.smile.v1.TenantR\x06tenant\"\x8b\x01\n" +
 	"\x0fClassifyRequest\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x14\n" +
 	"\x05texts\x18\x02 \x03(\tR\x05texts\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\xcd\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12(\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\xcd\x01\n" +
 	"\rClassifyReply\x126\n" +
 	"\vpredictions\x18\x01 \x03(\v2\x14.smile.v1.PredictionR\vpredictions\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12+\n" +
@@ -1512,12 +1533,13 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"Prediction\x12\x14\n" +
 	"\x05label\x18\x01 \x01(\tR\x05label\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
-	"\x05probs\x18\x03 \x03(\x02R\x05probs\"^\n" +
+	"\x05probs\x18\x03 \x03(\x02R\x05probs\"\x88\x01\n" +
 	"\fEmbedRequest\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x14\n" +
 	"\x05texts\x18\x02 \x03(\tR\x05texts\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\xac\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12(\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\xac\x01\n" +
 	"\n" +
 	"EmbedReply\x120\n" +
 	"\n" +

@@ -26,29 +26,42 @@ type benchOpts struct {
 	quick     bool
 	asJSON    bool
 	backbones []string
+	serve     serveFlags
+	cpuprof   string
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
 	o := &benchOpts{}
 	cmd := &cobra.Command{
-		Use:   "bench gemm|forward",
+		Use:   "bench gemm|forward|serve",
 		Short: "Benchmarks of the compute path, printed as JSON lines",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
+			if o.cpuprof != "" {
+				stop, err := startCPUProfile(o.cpuprof)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			switch args[0] {
 			case "gemm":
 				return benchGemm(cmd.Context(), g, o, out)
 			case "forward":
 				return benchForward(cmd.Context(), g, o, out)
+			case "serve":
+				return benchServe(cmd.Context(), g, o, out)
 			default:
-				return usagef("bench: unknown benchmark %q (want gemm or forward)", args[0])
+				return usagef("bench: unknown benchmark %q (want gemm, forward or serve)", args[0])
 			}
 		},
 	}
 	cmd.Flags().BoolVar(&o.quick, "quick", false, "short runs (the whole benchmark in well under 60 s)")
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "JSON lines (the only output format today; accepted for scripts)")
-	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward: backbones to measure")
+	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve: backbones to measure")
+	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
+	addServeFlags(cmd.Flags(), &o.serve)
 	return cmd
 }
 
