@@ -136,25 +136,38 @@ type DeviceHandle struct {
 	PID  *actor.PID
 	done chan struct{}
 	bb   model.Backbone
+	d    *deviceActor
 }
 
 // Backbone is the device actor's backbone; callers may use only its
 // read-only, concurrency-safe parts (Info, LayerDims, Tokenizer, Prepare).
 func (h *DeviceHandle) Backbone() model.Backbone { return h.bb }
 
-// Stop stops the actor and waits until its compute goroutine has finished
-// the batch in flight and freed the device memory it held. The backbone
-// itself stays open: its owner closes it.
+// drain asks the device actor to stop taking work: everything queued or
+// waiting for params is answered unavailable, the batch in flight finishes
+// and is answered, then the compute goroutine ends.
+type drain struct{}
+
+// Stop drains the actor (every request it holds gets an answer), waits
+// until its compute goroutine has freed the device memory it held, stops
+// the actor and releases the host tier. The backbone stays open: its owner
+// closes it, and must not if Stop returns an error (compute may still run).
 func (h *DeviceHandle) Stop(ctx context.Context, sys *actor.ActorSystem) error {
-	if err := sys.Root.StopFuture(h.PID).Wait(); err != nil && !errors.Is(err, actor.ErrTimeout) {
-		return err
+	if _, err := sys.Root.RequestFuture(h.PID, &drain{}, timeoutOf(ctx)).Result(); err != nil && !errors.Is(err, actor.ErrDeadLetter) {
+		return fmt.Errorf("%w: draining the device actor: %w", ErrUnavailable, err)
 	}
 	select {
 	case <-h.done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if err := sys.Root.StopFuture(h.PID).Wait(); err != nil && !errors.Is(err, actor.ErrTimeout) {
+		return err
+	}
+	// The actor has stopped and compute has ended: nothing reads the
+	// blobs any more.
+	h.d.host.clear()
+	return nil
 }
 
 // SpawnDevice starts a device actor owning bb (which nobody else may run
@@ -173,8 +186,10 @@ func SpawnDevice(sys *actor.ActorSystem, bb model.Backbone, src ParamsSource, cf
 		sys: sys, loading: map[string][]*job{}, loadSem: make(chan struct{}, cfg.LoadWorkers),
 		work: make(chan *batch, 1), done: h.done,
 	}
-	// Evicted blobs are unmapped at once: eviction only takes unpinned
-	// entries, and an entry stays pinned while a batch uses it.
+	h.d = d
+	// Blobs are unmapped as soon as they leave the host tier: eviction
+	// only takes unpinned entries, and an entry stays pinned from a
+	// request's admission until its batch is answered.
 	d.host = newByteLRU[[]byte](cfg.HostCacheBytes, func(_ string, b []byte) { offHeapFree(b) })
 	props := actor.PropsFromProducer(func() actor.Actor { return d })
 	pid, err := sys.Root.SpawnNamed(props, "device/"+bb.Info().Name)
@@ -193,6 +208,7 @@ type job struct {
 	req      sched.Request
 	enq      time.Time
 	tokens   int
+	pinned   bool // holds a pin on its params in the host tier
 }
 
 // batch is the unit of work handed to the compute goroutine.
@@ -205,7 +221,7 @@ type batch struct {
 // batchDone is the compute goroutine's answer to a batch.
 type batchDone struct {
 	b       *batch
-	outputs [][]float32 // one per text of every job, in job order
+	outputs [][]float32 // one per text of every job whose params uploaded, in job order
 	errs    map[string]error
 	err     error
 	compute time.Duration
@@ -241,10 +257,12 @@ type deviceActor struct {
 	loadSem chan struct{}
 	work    chan *batch
 	done    chan struct{}
+	started bool // the compute goroutine runs (once, even if the actor restarts)
 	busy    bool
 	timer   *time.Timer
 	armed   bool
-	stopped bool
+	stopped bool // draining or stopping: no new work
+	closed  bool // work is closed
 
 	batches, rows uint64
 	dev           tierStats
@@ -254,7 +272,10 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		d.self = ctx.Self()
-		go d.compute(d.work, d.done)
+		if !d.started {
+			d.started = true
+			go d.compute(d.work, d.done)
+		}
 	case *Infer:
 		d.onInfer(ctx, m)
 	case *loaded:
@@ -273,13 +294,35 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		d.onPrefetch(ctx, m)
 	case *GetDeviceStats:
 		ctx.Respond(d.stats())
+	case *drain:
+		d.beginStop()
+		ctx.Respond(&Ack{})
 	case *actor.Stopping:
-		d.stopped = true
-		if d.timer != nil {
-			d.timer.Stop()
+		// Normally drained already; an actor system shutting down
+		// without Stop gets the same treatment (replies of the batch in
+		// flight are then lost with the actor).
+		d.beginStop()
+		if !d.closed {
+			d.closed = true
+			close(d.work)
 		}
+	}
+}
+
+// beginStop refuses new work and answers everything waiting; compute
+// ends after the batch in flight (onBatchDone closes work).
+func (d *deviceActor) beginStop() {
+	if d.stopped {
+		return
+	}
+	d.stopped = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.failAll(fmt.Errorf("%w: device actor stopping", ErrUnavailable))
+	if !d.busy && !d.closed {
+		d.closed = true
 		close(d.work)
-		d.failAll(fmt.Errorf("%w: device actor stopping", ErrUnavailable))
 	}
 }
 
@@ -292,8 +335,20 @@ func (d *deviceActor) reply(j *job, r *InferResult) {
 	}
 }
 
+// unpin releases a job's hold on its params.
+func (d *deviceActor) unpin(j *job) {
+	if j.pinned {
+		j.pinned = false
+		d.host.unpin(j.msg.Digest)
+	}
+}
+
 func (d *deviceActor) onInfer(ctx actor.Context, m *Infer) {
 	j := &job{msg: m, sender: ctx.Sender(), enq: time.Now()}
+	if d.stopped {
+		d.reply(j, &InferResult{Err: fmt.Errorf("%w: device actor stopping", ErrUnavailable)})
+		return
+	}
 	if len(m.IDs) == 0 {
 		d.reply(j, &InferResult{Err: fmt.Errorf("%w: no texts", ErrBadRequest)})
 		return
@@ -312,6 +367,10 @@ func (d *deviceActor) onInfer(ctx actor.Context, m *Infer) {
 		return
 	}
 	if _, ok := d.host.get(m.Digest); ok {
+		// Pinned from admission to answer: a queued request's params
+		// are never evicted under it.
+		d.host.pin(m.Digest)
+		j.pinned = true
 		d.admit(j)
 		d.dispatch()
 		return
@@ -320,11 +379,19 @@ func (d *deviceActor) onInfer(ctx actor.Context, m *Infer) {
 		d.reply(j, &InferResult{Err: fmt.Errorf("%w: %d requests wait for adapters to load", ErrOverloaded, d.pending)})
 		return
 	}
-	d.pending++
-	parked, inFlight := d.loading[m.Digest]
-	d.loading[m.Digest] = append(parked, j)
+	d.park(j)
+}
+
+// park holds a job until its params are loaded, starting the load.
+func (d *deviceActor) park(j *job) {
+	if j.prefetch == nil {
+		d.pending++
+	}
+	dg := j.msg.Digest
+	parked, inFlight := d.loading[dg]
+	d.loading[dg] = append(parked, j)
 	if !inFlight {
-		go d.load(m.Digest)
+		go d.load(dg)
 	}
 }
 
@@ -332,16 +399,16 @@ func (d *deviceActor) onInfer(ctx actor.Context, m *Infer) {
 // the last of them is loaded.
 func (d *deviceActor) onPrefetch(ctx actor.Context, m *Prefetch) {
 	w := &prefetchWait{sender: ctx.Sender()}
+	if d.stopped {
+		d.sys.Root.Send(w.sender, &Ack{Err: fmt.Errorf("%w: device actor stopping", ErrUnavailable)})
+		return
+	}
 	for _, dg := range m.Digests {
 		if _, ok := d.host.peek(dg); ok || dg == "" {
 			continue
 		}
 		w.left++
-		parked, inFlight := d.loading[dg]
-		d.loading[dg] = append(parked, &job{prefetch: w})
-		if !inFlight {
-			go d.load(dg)
-		}
+		d.park(&job{prefetch: w, msg: &Infer{Digest: dg}})
 	}
 	if w.left == 0 && w.sender != nil {
 		d.sys.Root.Send(w.sender, &Ack{})
@@ -352,6 +419,17 @@ type prefetchWait struct {
 	sender *actor.PID
 	left   int
 	err    error
+}
+
+// done counts one of the prefetch's loads; the last one answers.
+func (w *prefetchWait) loaded(sys *actor.ActorSystem, err error) {
+	w.left--
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	if w.left == 0 && w.sender != nil {
+		sys.Root.Send(w.sender, &Ack{Err: w.err})
+	}
 }
 
 // load reads one params blob off the actor's loop, at most LoadWorkers at a time.
@@ -367,14 +445,8 @@ func (d *deviceActor) onLoaded(m *loaded) {
 	delete(d.loading, m.digest)
 	jobs := all[:0]
 	for _, j := range all {
-		if w := j.prefetch; w != nil {
-			w.left--
-			if m.err != nil && w.err == nil {
-				w.err = m.err
-			}
-			if w.left == 0 && w.sender != nil {
-				d.sys.Root.Send(w.sender, &Ack{Err: w.err})
-			}
+		if j.prefetch != nil {
+			j.prefetch.loaded(d.sys, m.err)
 			continue
 		}
 		jobs = append(jobs, j)
@@ -383,21 +455,31 @@ func (d *deviceActor) onLoaded(m *loaded) {
 	if m.err != nil {
 		d.log.Warn("params load failed", "digest", m.digest, "err", m.err)
 		for _, j := range jobs {
-			d.reply(j, &InferResult{Err: fmt.Errorf("%w: params %s: %w", ErrUnavailable, m.digest, m.err)})
+			d.reply(j, &InferResult{Err: fmt.Errorf("%w: params %s: %v", ErrUnavailable, m.digest, m.err)})
 		}
 		return
 	}
-	if !d.stopped {
-		blob, err := offHeapCopy(m.blob)
-		if err != nil {
-			for _, j := range jobs {
-				d.reply(j, &InferResult{Err: err})
-			}
-			return
-		}
-		d.host.put(m.digest, blob, int64(len(blob)))
+	if d.stopped {
+		return // the jobs were answered by beginStop
 	}
+	blob, err := offHeapCopy(m.blob)
+	if err != nil {
+		for _, j := range jobs {
+			d.reply(j, &InferResult{Err: err})
+		}
+		return
+	}
+	// Inserted with one pin per waiting job, so it cannot be evicted
+	// before they run.
+	d.host.insert(m.digest, blob, int64(len(blob)), len(jobs))
+	now := time.Now()
 	for _, j := range jobs {
+		j.pinned = true
+		if dl := j.msg.Deadline; !dl.IsZero() && now.After(dl) {
+			d.unpin(j)
+			d.reply(j, &InferResult{Err: fmt.Errorf("%w: deadline passed while its params loaded", ErrTimeout)})
+			continue
+		}
 		d.admit(j)
 	}
 	d.dispatch()
@@ -406,11 +488,8 @@ func (d *deviceActor) onLoaded(m *loaded) {
 // admit pushes a job into the fair queue, answering it at once if the
 // tenant or the queue is over its limits.
 func (d *deviceActor) admit(j *job) {
-	if d.stopped {
-		d.reply(j, &InferResult{Err: fmt.Errorf("%w: device actor stopping", ErrUnavailable)})
-		return
-	}
 	if err := d.q.Push(&j.req); err != nil {
+		d.unpin(j)
 		d.reply(j, &InferResult{Err: schedError(err)})
 	}
 }
@@ -418,13 +497,13 @@ func (d *deviceActor) admit(j *job) {
 func schedError(err error) error {
 	switch {
 	case errors.Is(err, sched.ErrQueueFull):
-		return fmt.Errorf("%w: %w", ErrOverloaded, err)
+		return fmt.Errorf("%w: %v", ErrOverloaded, err)
 	case errors.Is(err, sched.ErrTenantLimit):
-		return fmt.Errorf("%w: %w", ErrTenantOverLimit, err)
+		return fmt.Errorf("%w: %v", ErrTenantOverLimit, err)
 	case errors.Is(err, sched.ErrRateLimited):
-		return fmt.Errorf("%w: %w", ErrRateLimited, err)
+		return fmt.Errorf("%w: %v", ErrRateLimited, err)
 	}
-	return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	return fmt.Errorf("%w: %v", ErrBadRequest, err)
 }
 
 // dispatch hands the next batch to the compute goroutine if it is idle.
@@ -444,29 +523,27 @@ func (d *deviceActor) dispatch() {
 		}
 	}
 	reqs := d.q.Pop(d.cfg.MaxBatchRows, d.cfg.MaxBatchTokens)
-	b := &batch{start: now, blobs: map[string][]byte{}}
+	b := &batch{start: now}
 	for _, r := range reqs {
 		j := r.Value.(*job)
 		if dl := j.msg.Deadline; !dl.IsZero() && now.After(dl) {
 			d.q.Done(r)
+			d.unpin(j)
 			d.reply(j, &InferResult{Err: fmt.Errorf("%w: waited %v in the device queue", ErrTimeout, now.Sub(j.enq).Round(time.Microsecond))})
 			continue
 		}
 		if dg := j.msg.Digest; dg != "" {
 			blob, ok := d.host.peek(dg)
-			if !ok {
-				// Evicted while queued (the host tier was over budget with
-				// pins): read it again.
+			if !ok || !j.pinned {
+				// Cannot happen: admitted jobs hold a pin.
 				d.q.Done(r)
-				d.pending++
-				parked, inFlight := d.loading[dg]
-				d.loading[dg] = append(parked, j)
-				if !inFlight {
-					go d.load(dg)
-				}
+				d.unpin(j)
+				d.reply(j, &InferResult{Err: fmt.Errorf("%w: params %s not resident at dispatch", ErrInternal, dg)})
 				continue
 			}
-			d.host.pin(dg)
+			if b.blobs == nil {
+				b.blobs = map[string][]byte{}
+			}
 			b.blobs[dg] = blob
 		}
 		b.jobs = append(b.jobs, j)
@@ -492,22 +569,24 @@ func (d *deviceActor) onBatchDone(m *batchDone) {
 	for _, j := range m.b.jobs {
 		n := len(j.msg.IDs)
 		res := &InferResult{Queue: m.b.start.Sub(j.enq), Compute: m.compute, BatchRows: rows, BatchVPLMs: m.vplms}
-		switch {
-		case m.err != nil:
+		if perr := m.errs[j.msg.Digest]; perr != nil {
+			res.Err = perr // its params never reached the forward pass
+		} else if m.err != nil {
 			res.Err = m.err
-		case m.errs[j.msg.Digest] != nil:
-			res.Err = m.errs[j.msg.Digest]
-		default:
+		} else {
 			res.Outputs = m.outputs[k : k+n : k+n]
-		}
-		if m.err == nil && m.errs[j.msg.Digest] == nil {
 			k += n
 		}
-		if j.msg.Digest != "" {
-			d.host.unpin(j.msg.Digest)
-		}
+		d.unpin(j)
 		d.q.Done(&j.req)
 		d.reply(j, res)
+	}
+	if d.stopped {
+		if !d.closed {
+			d.closed = true
+			close(d.work)
+		}
+		return
 	}
 	d.dispatch()
 }
@@ -516,14 +595,19 @@ func (d *deviceActor) onBatchDone(m *batchDone) {
 func (d *deviceActor) failAll(err error) {
 	for dg, jobs := range d.loading {
 		for _, j := range jobs {
-			if j.prefetch == nil {
+			if j.prefetch != nil {
+				j.prefetch.loaded(d.sys, err)
+			} else {
+				d.pending--
 				d.reply(j, &InferResult{Err: err})
 			}
 		}
 		delete(d.loading, dg)
 	}
 	for _, r := range d.q.Remove(func(*sched.Request) bool { return true }) {
-		d.reply(r.Value.(*job), &InferResult{Err: err})
+		j := r.Value.(*job)
+		d.unpin(j)
+		d.reply(j, &InferResult{Err: err})
 	}
 }
 
@@ -545,56 +629,72 @@ func (d *deviceActor) compute(work <-chan *batch, done chan<- struct{}) {
 	runner := model.NewRunner(d.bb)
 	tier := newByteLRU[*model.DeviceParams](d.cfg.DeviceCacheBytes, func(_ string, p *model.DeviceParams) { p.Free() })
 	defer func() {
-		for k := range tier.entries {
-			tier.remove(k)
-		}
+		tier.clear()
 		_ = runner.Close()
 	}()
 	var items []model.Item
+	params := map[string]*model.DeviceParams{}
 	for b := range work {
-		start := time.Now()
-		res := &batchDone{b: b, errs: map[string]error{}}
-		params := make(map[string]*model.DeviceParams, len(b.blobs))
-		for dg := range b.blobs {
-			if p, ok := tier.get(dg); ok {
-				tier.pin(dg)
-				params[dg] = p
-			}
-		}
-		for dg, blob := range b.blobs {
-			if _, ok := params[dg]; ok {
-				continue
-			}
-			p, err := runner.Upload(blob)
-			if err != nil {
-				res.errs[dg] = fmt.Errorf("%w: params %s: %w", ErrInternal, dg, err)
-				continue
-			}
-			tier.putPinned(dg, p, int64(p.Bytes()))
-			params[dg] = p
-		}
-		items = items[:0]
-		for _, j := range b.jobs {
-			if res.errs[j.msg.Digest] != nil {
-				continue
-			}
-			p := params[j.msg.Digest]
-			for _, ids := range j.msg.IDs {
-				items = append(items, model.Item{IDs: ids, Params: p})
-			}
-		}
-		if len(items) > 0 {
-			res.outputs, res.err = runner.Forward(context.Background(), items)
-			if res.err != nil {
-				res.err = fmt.Errorf("%w: forward pass: %w", ErrInternal, res.err)
-			}
-		}
+		res := d.run(b, runner, tier, params, &items)
+		d.sys.Root.Send(d.self, res)
+	}
+}
+
+// run computes one batch. A panic (a bug) fails the batch, not the process.
+func (d *deviceActor) run(b *batch, runner *model.Runner, tier *byteLRU[*model.DeviceParams], params map[string]*model.DeviceParams, items *[]model.Item) (res *batchDone) {
+	start := time.Now()
+	res = &batchDone{b: b}
+	clear(params)
+	defer func() {
 		for dg := range params {
 			tier.unpin(dg)
+		}
+		if v := recover(); v != nil {
+			d.log.Error("panic in a forward pass", "panic", v)
+			res.err = fmt.Errorf("%w: forward pass: panic: %v", ErrInternal, v)
+			res.outputs = nil
 		}
 		res.vplms = len(b.blobs)
 		res.compute = time.Since(start)
 		res.dev = tierStats{entries: tier.len(), bytes: tier.used, hits: tier.hits, misses: tier.misses, evictions: tier.evictions}
-		d.sys.Root.Send(d.self, res)
+	}()
+	for dg := range b.blobs {
+		if p, ok := tier.get(dg); ok {
+			tier.pin(dg)
+			params[dg] = p
+		}
 	}
+	for dg, blob := range b.blobs {
+		if _, ok := params[dg]; ok {
+			continue
+		}
+		p, err := runner.Upload(blob)
+		if err != nil {
+			if res.errs == nil {
+				res.errs = map[string]error{}
+			}
+			res.errs[dg] = fmt.Errorf("%w: params %s: %v", ErrInternal, dg, err)
+			continue
+		}
+		tier.insert(dg, p, int64(p.Bytes()), 1)
+		params[dg] = p
+	}
+	*items = (*items)[:0]
+	for _, j := range b.jobs {
+		if res.errs[j.msg.Digest] != nil {
+			continue
+		}
+		p := params[j.msg.Digest]
+		for _, ids := range j.msg.IDs {
+			*items = append(*items, model.Item{IDs: ids, Params: p})
+		}
+	}
+	if len(*items) > 0 {
+		var err error
+		res.outputs, err = runner.Forward(context.Background(), *items)
+		if err != nil {
+			res.err = fmt.Errorf("%w: forward pass: %v", ErrInternal, err)
+		}
+	}
+	return res
 }

@@ -343,3 +343,43 @@ func TestDeviceFairnessThroughActor(t *testing.T) {
 		t.Errorf("b's share %.3f, want 0.75 ± 0.05", share)
 	}
 }
+
+// TestDeviceStopAnswersEveryRequest: stopping a busy device actor answers
+// every request it holds (computed, or unavailable), none is left to time
+// out, and a corrupt params blob is an internal error, not the caller's.
+func TestDeviceStopAnswersEveryRequest(t *testing.T) {
+	f := newDeviceFixture(t, DefaultDeviceConfig(), 4)
+	f.src.mu.Lock()
+	f.src.blobs["bad"] = []byte("not a params blob")
+	f.src.mu.Unlock()
+	r, err := f.infer("bad", 1).Result()
+	if err != nil || Code(r.(*InferResult).Err) != CodeInternal {
+		t.Fatalf("corrupt params: %v %v, want code internal", err, r)
+	}
+	var futs []*actor.Future
+	for i := range 300 {
+		futs = append(futs, f.infer(fmt.Sprintf("p%d", i%4), 1+i%3))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.h.Stop(ctx, f.sys); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]int{}
+	for _, fu := range futs {
+		res, err := fu.Result()
+		if err != nil {
+			t.Fatalf("a request got no answer: %v", err)
+		}
+		codes[Code(res.(*InferResult).Err)]++
+	}
+	t.Logf("answers after stop, by code: %v", codes)
+	if len(codes) > 2 || codes[""]+codes[CodeUnavailable] != 300 {
+		t.Fatalf("answers by code %v: want only served or unavailable", codes)
+	}
+	// After Stop, a request is answered by protoactor's dead letters
+	// quickly, not left to its timeout.
+	if _, err := f.infer("p0", 1).Result(); err == nil {
+		t.Fatal("a stopped device actor answered")
+	}
+}

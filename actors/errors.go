@@ -50,6 +50,13 @@ func Code(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	// The service's own verdicts first: an internal or unavailable error
+	// may carry a cause that would read as the caller's fault (a missing or
+	// corrupt params blob is not a missing vPLM or a bad request).
+	case errors.Is(err, ErrInternal):
+		return CodeInternal
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.Canceled):
+		return CodeUnavailable
 	case errors.Is(err, ErrNotFound), errors.Is(err, storage.ErrNotFound):
 		return CodeNotFound
 	case errors.Is(err, ErrExists), errors.Is(err, storage.ErrExists):

@@ -53,22 +53,19 @@ func (c *byteLRU[V]) peek(key string) (V, bool) {
 	return e.val, true
 }
 
-// put inserts (or replaces) key and evicts unpinned entries beyond the budget.
+// put inserts key and evicts unpinned entries beyond the budget.
 func (c *byteLRU[V]) put(key string, v V, size int64) { c.insert(key, v, size, 0) }
 
-// putPinned is put with the new entry pinned before anything is evicted, so
-// it cannot be the one that goes.
-func (c *byteLRU[V]) putPinned(key string, v V, size int64) { c.insert(key, v, size, 1) }
-
+// insert is put with pins taken on the entry before anything is evicted,
+// so it cannot be the one that goes. Keys name immutable content (params
+// digests): inserting a key that is present keeps the resident value,
+// which may be in use, adds the pins and hands the new copy to evict.
 func (c *byteLRU[V]) insert(key string, v V, size int64, pins int) {
 	if e, ok := c.entries[key]; ok {
-		c.used += size - e.size
-		old := e.val
-		e.val, e.size = v, size
 		e.pins += pins
 		c.order.MoveToFront(e.elem)
 		if c.evict != nil {
-			c.evict(key, old)
+			c.evict(key, v)
 		}
 	} else {
 		e := &lruEntry[V]{key: key, val: v, size: size, pins: pins}
@@ -125,3 +122,10 @@ func (c *byteLRU[V]) shrink() {
 }
 
 func (c *byteLRU[V]) len() int { return len(c.entries) }
+
+// clear drops every entry, pinned or not (the owner knows none is in use).
+func (c *byteLRU[V]) clear() {
+	for _, e := range c.entries {
+		c.drop(e)
+	}
+}

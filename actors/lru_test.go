@@ -41,9 +41,9 @@ func TestByteLRUPinnedEntriesSurviveUntilUnpinned(t *testing.T) {
 	if _, ok := c.peek("a"); !ok {
 		t.Fatal("pinned a was evicted")
 	}
-	c.putPinned("e", 5, 50) // a new pinned entry is never its own victim
+	c.insert("e", 5, 50, 1) // a new pinned entry is never its own victim
 	if _, ok := c.peek("e"); !ok || c.used != 140 {
-		t.Fatalf("putPinned: e present=%v, used %d (want 140: over budget while pinned)", ok, c.used)
+		t.Fatalf("insert pinned: e present=%v, used %d (want 140: over budget while pinned)", ok, c.used)
 	}
 	c.unpin("a") // a is the least recent unpinned entry: it goes
 	if _, ok := c.peek("a"); ok || c.used != 80 {
@@ -51,22 +51,28 @@ func TestByteLRUPinnedEntriesSurviveUntilUnpinned(t *testing.T) {
 	}
 }
 
-func TestByteLRUReplaceAndRemove(t *testing.T) {
-	n := 0
-	c := newByteLRU[int](100, func(string, int) { n++ })
-	c.put("a", 1, 10)
-	c.put("a", 2, 20)
-	if v, _ := c.get("a"); v != 2 || c.used != 20 || n != 1 {
-		t.Fatalf("replace: v=%d used=%d evictions=%d", v, c.used, n)
+func TestByteLRUReinsertKeepsResidentValue(t *testing.T) {
+	var freed []int
+	c := newByteLRU[int](100, func(_ string, v int) { freed = append(freed, v) })
+	c.insert("a", 1, 10, 1) // resident and in use
+	c.put("a", 2, 10)       // the same content again: keep 1 (in use), free 2
+	if v, _ := c.get("a"); v != 1 || c.used != 10 || !slices.Equal(freed, []int{2}) {
+		t.Fatalf("reinsert: value %d, used %d, freed %v; want 1, 10, [2]", v, c.used, freed)
 	}
+	c.unpin("a")
 	c.remove("a")
-	if c.len() != 0 || c.used != 0 || n != 2 {
-		t.Fatalf("remove: len=%d used=%d evictions=%d", c.len(), c.used, n)
+	if c.len() != 0 || c.used != 0 || !slices.Equal(freed, []int{2, 1}) {
+		t.Fatalf("remove: len=%d used=%d freed=%v", c.len(), c.used, freed)
 	}
 	if c.hits != 1 {
 		t.Fatalf("hits %d, want 1", c.hits)
 	}
 	if _, ok := c.get("zz"); ok || c.misses != 1 {
 		t.Fatal("miss not counted")
+	}
+	c.insert("b", 3, 200, 1)
+	c.clear()
+	if c.len() != 0 || c.used != 0 {
+		t.Fatalf("clear left %d entries, %d bytes", c.len(), c.used)
 	}
 }

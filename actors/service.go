@@ -2,13 +2,11 @@ package actors
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"google.golang.org/protobuf/proto"
 
@@ -47,11 +45,16 @@ type Service struct {
 	devices  map[string]*DeviceHandle
 	backbone string // default backbone
 	now      func() time.Time
+	calls    *caller
 }
 
 // NewService builds the service over a started cluster member.
-func NewService(cl *cluster.Cluster, env *Env, blobs BlobStore, devices map[string]*DeviceHandle, defaultBackbone string) *Service {
-	return &Service{cl: cl, env: env, blobs: blobs, devices: devices, backbone: defaultBackbone, now: time.Now}
+func NewService(cl *cluster.Cluster, env *Env, blobs BlobStore, devices map[string]*DeviceHandle, defaultBackbone string) (*Service, error) {
+	calls, err := newCaller(cl)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cl: cl, env: env, blobs: blobs, devices: devices, backbone: defaultBackbone, now: time.Now, calls: calls}, nil
 }
 
 // DefaultBackbone is the backbone a create without one uses.
@@ -84,7 +87,7 @@ func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, e
 	if ps.Rank == 0 {
 		ps.Rank = model.DefaultRank
 	}
-	if ps.Layers == nil {
+	if len(ps.Layers) == 0 {
 		ps.Layers = model.DefaultAdapterLayers(dev.Backbone().Info().Layers)
 	}
 	switch spec.Task {
@@ -143,8 +146,10 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	if _, err := s.env.Catalog.Apply(ctx, &smilepb.CatalogCommand{Cmd: &smilepb.CatalogCommand_Delete{Delete: &smilepb.DeleteVPLM{Id: id}}}); err != nil {
 		return err
 	}
-	// The actor reloads, finds no entry and stops; a failure here only
-	// delays that until its next request, which reloads too.
+	// The actor reloads, finds no entry and stops once its requests in
+	// flight are answered. If this message is lost the actor still answers
+	// not_found from its next request on (each request reads the catalog)
+	// and passivates when idle.
 	_, _ = s.request(ctx, id, &smilepb.Reload{Id: id})
 	return nil
 }
@@ -211,7 +216,7 @@ func (s *Service) Classify(ctx context.Context, id string, texts []string) (*smi
 	if err := storage.ValidID(id); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	res, err := s.request(ctx, id, &smilepb.ClassifyRequest{ModelId: id, Texts: texts})
+	res, err := s.request(ctx, id, &smilepb.ClassifyRequest{ModelId: id, Texts: texts, DeadlineUnixMs: deadlineMs(ctx)})
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +235,7 @@ func (s *Service) Embed(ctx context.Context, id string, texts []string) (*smilep
 	if err := storage.ValidID(id); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	res, err := s.request(ctx, id, &smilepb.EmbedRequest{ModelId: id, Texts: texts})
+	res, err := s.request(ctx, id, &smilepb.EmbedRequest{ModelId: id, Texts: texts, DeadlineUnixMs: deadlineMs(ctx)})
 	if err != nil {
 		return nil, err
 	}
@@ -257,35 +262,18 @@ func (s *Service) DeviceStats(ctx context.Context) ([]*DeviceStats, error) {
 	return out, nil
 }
 
-// request sends msg to the vPLM actor of id (activating it if needed).
+// request sends msg to the vPLM actor of id (activating it if needed) and
+// waits for its answer or ctx, whichever comes first (see call.go).
 func (s *Service) request(ctx context.Context, id string, msg proto.Message) (any, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrTimeout, err)
+	return s.calls.request(ctx, id, msg)
+}
+
+// deadlineMs is ctx's deadline in Unix milliseconds (0: none).
+func deadlineMs(ctx context.Context) int64 {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl.UnixMilli()
 	}
-	// An attempt normally ends well within the device's deadline (the
-	// vPLM actor answers timeouts itself); one that does not lost its
-	// message to an actor passivating at that instant, and is retried
-	// while ctx allows.
-	attempt := s.env.Config.RequestTimeout + 2*time.Second
-	var last error
-	for try := 0; ; try++ {
-		left := timeoutOf(ctx)
-		res, err := s.cl.Request(id, KindVPLM, msg, cluster.WithTimeout(min(left, attempt)), cluster.WithRetryCount(3))
-		if err == nil && res != nil {
-			return res, nil
-		}
-		if err == nil {
-			err = fmt.Errorf("vPLM %s did not answer", id)
-		}
-		last = err
-		if ctx.Err() != nil || try >= 2 || left <= attempt {
-			break
-		}
-	}
-	if errors.Is(last, actor.ErrTimeout) || errors.Is(last, context.DeadlineExceeded) || ctx.Err() != nil {
-		return nil, fmt.Errorf("%w: vPLM %s: %w", ErrTimeout, id, last)
-	}
-	return nil, fmt.Errorf("%w: vPLM %s: %w", ErrUnavailable, id, last)
+	return 0
 }
 
 // timeoutOf is the time left before ctx's deadline (a minute without one).

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -82,6 +83,7 @@ type vplmActor struct {
 	dev      *DeviceHandle
 	err      error // why the entry could not be loaded
 	inflight int   // requests waiting on the device
+	retire   bool  // stop once inflight reaches 0 (deleted, or gone from the catalog)
 	last     time.Time
 	timer    *time.Timer
 }
@@ -121,9 +123,9 @@ func (a *vplmActor) Receive(ctx actor.Context) {
 		}
 		a.armIdle(ctx, max(a.env.Config.PassivateAfter-idle, time.Millisecond))
 	case *smilepb.ClassifyRequest:
-		a.infer(ctx, smilepb.Task_TASK_CLASSIFY, m.Texts)
+		a.infer(ctx, smilepb.Task_TASK_CLASSIFY, m.Texts, m.DeadlineUnixMs)
 	case *smilepb.EmbedRequest:
-		a.infer(ctx, smilepb.Task_TASK_EMBED, m.Texts)
+		a.infer(ctx, smilepb.Task_TASK_EMBED, m.Texts, m.DeadlineUnixMs)
 	case *smilepb.GetVPLM:
 		if a.err != nil {
 			ctx.Respond(&smilepb.GetVPLMReply{Error: ToProto(a.err)})
@@ -133,10 +135,22 @@ func (a *vplmActor) Receive(ctx actor.Context) {
 	case *smilepb.Reload:
 		a.load()
 		ctx.Respond(&smilepb.GetVPLMReply{Vplm: a.entry, Error: ToProto(a.err)})
-		if a.entry == nil {
-			ctx.Stop(ctx.Self())
-		}
+		a.retireIfGone(ctx)
 	}
+}
+
+// retireIfGone stops the actor when its vPLM left the catalog, but only
+// once no request of it is still at the device: stopping earlier would
+// drop their answers with the actor.
+func (a *vplmActor) retireIfGone(ctx actor.Context) {
+	if a.entry != nil {
+		return
+	}
+	if a.inflight > 0 {
+		a.retire = true
+		return
+	}
+	ctx.Stop(ctx.Self())
 }
 
 func (a *vplmActor) load() {
@@ -163,16 +177,15 @@ func (a *vplmActor) fail(ctx actor.Context, task smilepb.Task, err error) {
 	}
 }
 
-func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string) {
+func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string, deadlineMs int64) {
 	start := time.Now()
-	if a.entry == nil {
-		a.load() // the catalog may have changed since activation
-	}
+	// Every request reads the catalog entry afresh (a Badger read of a few
+	// microseconds): a delete or a new version takes effect at once, even
+	// if the Reload message that follows it is lost.
+	a.load()
 	if a.err != nil {
 		a.fail(ctx, task, a.err)
-		if a.entry == nil {
-			ctx.Stop(ctx.Self())
-		}
+		a.retireIfGone(ctx)
 		return
 	}
 	e := a.entry
@@ -196,14 +209,29 @@ func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string) 
 		return
 	}
 	tokenized := time.Now()
-	msg := &Infer{Tenant: e.Tenant, Digest: e.ParamsDigest, IDs: ids, Deadline: start.Add(cfg.RequestTimeout)}
-	fut := ctx.RequestFuture(a.dev.PID, msg, cfg.RequestTimeout+time.Second)
+	deadline := start.Add(cfg.RequestTimeout)
+	if deadlineMs > 0 {
+		if dl := time.UnixMilli(deadlineMs); dl.Before(deadline) {
+			deadline = dl
+		}
+	}
+	if !start.Before(deadline) {
+		a.fail(ctx, task, fmt.Errorf("%w: the deadline passed before the request reached its vPLM", ErrTimeout))
+		return
+	}
+	msg := &Infer{Tenant: e.Tenant, Digest: e.ParamsDigest, IDs: ids, Deadline: deadline}
+	fut := ctx.RequestFuture(a.dev.PID, msg, time.Until(deadline)+time.Second)
 	version := e.Version
 	labels := e.Labels
 	a.inflight++
 	ctx.ReenterAfter(fut, func(res any, err error) {
 		a.inflight--
 		a.last = time.Now()
+		defer func() {
+			if a.retire && a.inflight == 0 {
+				ctx.Stop(ctx.Self())
+			}
+		}()
 		if err == nil {
 			if r, ok := res.(*InferResult); ok {
 				err = r.Err
@@ -214,8 +242,12 @@ func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string) 
 			} else {
 				err = fmt.Errorf("%w: device answered %T", ErrInternal, res)
 			}
-		} else if err == actor.ErrTimeout {
-			err = fmt.Errorf("%w: no answer from the device in %v", ErrTimeout, cfg.RequestTimeout)
+		} else if errors.Is(err, actor.ErrTimeout) {
+			err = fmt.Errorf("%w: no answer from the device by the deadline", ErrTimeout)
+		} else if errors.Is(err, actor.ErrDeadLetter) {
+			err = fmt.Errorf("%w: the device actor is gone", ErrUnavailable)
+		} else {
+			err = fmt.Errorf("%w: device: %v", ErrUnavailable, err)
 		}
 		a.fail(ctx, task, err)
 	})

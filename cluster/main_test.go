@@ -6,8 +6,11 @@ import (
 	"go.uber.org/goleak"
 )
 
-// protoactor-go's gossiper starts a throttle goroutine that nothing stops
-// (cluster.NewThrottle in StartGossiping); everything of ours must stop.
+// protoactor-go starts throttle goroutines that nothing stops (its
+// gossiper's and its dead letters', actor.NewThrottle); everything of ours
+// must stop.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.(*Gossiper).StartGossiping.NewThrottle.func3.1"))
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.(*Gossiper).StartGossiping.NewThrottle.func3.1"),
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -54,11 +57,13 @@ func (c NodeConfig) Validate() error {
 // Node is one SMILE member: an actor system in a (today single-member)
 // protoactor cluster, a device actor per backbone, and the vPLM kind.
 type Node struct {
-	sys     *actor.ActorSystem
-	cl      *pc.Cluster
-	devices map[string]*actors.DeviceHandle
-	svc     *actors.Service
-	log     *slog.Logger
+	closeOnce sync.Once
+	closeErr  error
+	sys       *actor.ActorSystem
+	cl        *pc.Cluster
+	devices   map[string]*actors.DeviceHandle
+	svc       *actors.Service
+	log       *slog.Logger
 }
 
 // Start starts a node serving backbones (each owned by its device actor
@@ -83,9 +88,21 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 	defer func() {
 		if !ok {
 			n.stopDevices(context.Background())
-			sys.Shutdown()
+			if n.cl != nil {
+				n.cl.Shutdown(false) // stops the actor system and frees the port
+			} else {
+				sys.Shutdown()
+			}
 		}
 	}()
+	// protoactor panics when its gRPC listener cannot bind: find out first.
+	if cfg.Port != 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("%w: actor address: %w", actors.ErrBadConfig, err)
+		}
+		ln.Close()
+	}
 	for _, bb := range backbones {
 		name := bb.Info().Name
 		if _, dup := n.devices[name]; dup {
@@ -109,9 +126,13 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 	rc := remote.Configure(cfg.Host, cfg.Port)
 	ccfg := pc.Configure(Name, singleMember{}, disthash.New(), rc,
 		pc.WithKinds(actors.VPLMKind(env)), pc.WithRequestTimeout(cfg.VPLM.RequestTimeout+5*time.Second))
-	n.cl = pc.New(sys, ccfg)
-	n.cl.StartMember()
-	n.svc = actors.NewService(n.cl, env, store, n.devices, backbones[0].Info().Name)
+	if err := startMember(pc.New(sys, ccfg), n); err != nil {
+		return nil, err
+	}
+	var err error
+	if n.svc, err = actors.NewService(n.cl, env, store, n.devices, backbones[0].Info().Name); err != nil {
+		return nil, err
+	}
 	tenants, err := cat.Tenants()
 	if err != nil {
 		return nil, err
@@ -126,6 +147,19 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 	return n, nil
 }
 
+// startMember starts the cluster member, turning protoactor's panics on
+// failure (a port taken in the meantime, a provider error) into an error.
+func startMember(cl *pc.Cluster, n *Node) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%w: starting the cluster member: %v", actors.ErrUnavailable, v)
+		}
+	}()
+	cl.StartMember()
+	n.cl = cl
+	return nil
+}
+
 // Service is the node's vPLM service.
 func (n *Node) Service() *actors.Service { return n.svc }
 
@@ -134,10 +168,15 @@ func (n *Node) Address() string { return n.sys.Address() }
 
 // Close stops the device actors (finishing their batch in flight and
 // answering queued requests with unavailable), then the cluster member.
+// An error means a device actor did not finish in time: its compute may
+// still run, so the caller must not close the backbones. Close is
+// idempotent.
 func (n *Node) Close(ctx context.Context) error {
-	err := n.stopDevices(ctx)
-	n.cl.Shutdown(false)
-	return err
+	n.closeOnce.Do(func() {
+		n.closeErr = n.stopDevices(ctx)
+		n.cl.Shutdown(false)
+	})
+	return n.closeErr
 }
 
 func (n *Node) stopDevices(ctx context.Context) error {

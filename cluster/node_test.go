@@ -389,3 +389,42 @@ func TestNodeOverloadSheds(t *testing.T) {
 	}
 	_ = sched.ErrTenantLimit
 }
+
+// TestNodeDeleteWithRequestsInFlight: deleting a busy vPLM answers every
+// request in flight (served, or not_found) without any waiting out its
+// deadline.
+func TestNodeDeleteWithRequestsInFlight(t *testing.T) {
+	n := startNode(t, DefaultNodeConfig())
+	ctx := ctxT(t)
+	svc := n.Service()
+	if _, err := svc.Create(ctx, actors.CreateSpec{ID: "busy", Task: smilepb.Task_TASK_CLASSIFY, Labels: []string{"a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[string]int{}
+	start := time.Now()
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := svc.Classify(ctx, "busy", []string{"a text for the device to chew on for a moment"})
+			mu.Lock()
+			codes[actors.Code(err)]++
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := svc.Delete(ctx, "busy"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	took := time.Since(start)
+	t.Logf("answers around a delete: %v in %v", codes, took)
+	if codes[""]+codes[actors.CodeNotFound] != 40 {
+		t.Fatalf("answers by code %v: want only served or not_found", codes)
+	}
+	if took > 10*time.Second {
+		t.Fatalf("answers took %v: some waited for a deadline", took)
+	}
+}

@@ -64,7 +64,14 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer bb.Close()
+			// If the node cannot stop its device actors in time, their
+			// compute may still use the backbone: leave it to the exit.
+			busy := false
+			defer func() {
+				if !busy {
+					bb.Close()
+				}
+			}()
 			store, err := storage.Open(storage.DefaultOptions(filepath.Join(g.dataDir, "db")))
 			if err != nil {
 				return err
@@ -78,6 +85,7 @@ func newServeCmd(g *globals) *cobra.Command {
 				sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				if err := n.Close(sctx); err != nil {
+					busy = true
 					slog.Warn("node close", "err", err)
 				}
 			}()
@@ -85,7 +93,12 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen %s: %w", addr, err)
 			}
-			srv := &http.Server{Handler: api.NewHandler(n.Service(), httpCfg, slog.Default()), ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{
+				Handler:           api.NewHandler(n.Service(), httpCfg, slog.Default()),
+				ReadHeaderTimeout: 10 * time.Second,
+				ReadTimeout:       time.Minute, // a body trickled in forever holds a slot
+				IdleTimeout:       2 * time.Minute,
+			}
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			fmt.Fprintf(cmd.ErrOrStderr(), "smile: serving http://%s (backbone %s, data %s, actors %s)\n", ln.Addr(), backbone, g.dataDir, n.Address())
