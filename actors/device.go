@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/smile-vplm/smile/actors/sched"
 	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/storage"
 )
 
 // DeviceConfig configures a device actor: how it batches, how much adapter
@@ -264,6 +266,8 @@ type deviceActor struct {
 	stopped bool // draining or stopping: no new work
 	closed  bool // work is closed
 
+	releaseArmed atomic.Bool // a storage page release is scheduled
+
 	batches, rows uint64
 	dev           tierStats
 }
@@ -432,12 +436,33 @@ func (w *prefetchWait) loaded(sys *actor.ActorSystem, err error) {
 	}
 }
 
-// load reads one params blob off the actor's loop, at most LoadWorkers at a time.
+// PageReleaser is an optional ParamsSource capability: drop the process's
+// mappings of storage pages read so far (storage.Store: Badger maps its
+// files, so blobs copied into the host tier would otherwise count twice in
+// RSS).
+type PageReleaser interface {
+	ReleasePages() (int64, error)
+}
+
+// load reads one params blob and copies it off the Go heap, off the
+// actor's loop, at most LoadWorkers at a time.
 func (d *deviceActor) load(digest string) {
 	d.loadSem <- struct{}{}
 	blob, err := d.src.GetBlob(digest)
+	if err == nil {
+		blob, err = offHeapCopy(blob)
+	}
 	<-d.loadSem
 	d.sys.Root.Send(d.self, &loaded{digest: digest, blob: blob, err: err})
+	if rel, ok := d.src.(PageReleaser); ok && d.releaseArmed.CompareAndSwap(false, true) {
+		// At most once a second, after loads.
+		time.AfterFunc(time.Second, func() {
+			if _, err := rel.ReleasePages(); err != nil && !errors.Is(err, storage.ErrClosed) {
+				d.log.Warn("releasing storage pages", "err", err)
+			}
+			d.releaseArmed.Store(false)
+		})
+	}
 }
 
 func (d *deviceActor) onLoaded(m *loaded) {
@@ -459,19 +484,13 @@ func (d *deviceActor) onLoaded(m *loaded) {
 		}
 		return
 	}
-	if d.stopped {
-		return // the jobs were answered by beginStop
-	}
-	blob, err := offHeapCopy(m.blob)
-	if err != nil {
-		for _, j := range jobs {
-			d.reply(j, &InferResult{Err: err})
-		}
+	if d.stopped || len(jobs) == 0 && len(all) == 0 {
+		offHeapFree(m.blob) // nobody waits for it (stopping)
 		return
 	}
 	// Inserted with one pin per waiting job, so it cannot be evicted
 	// before they run.
-	d.host.insert(m.digest, blob, int64(len(blob)), len(jobs))
+	d.host.insert(m.digest, m.blob, int64(len(m.blob)), len(jobs))
 	now := time.Now()
 	for _, j := range jobs {
 		j.pinned = true

@@ -18,7 +18,9 @@ func offHeapCopy(b []byte) ([]byte, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
-	m, err := syscall.Mmap(-1, 0, len(b), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	// MAP_POPULATE faults every page in with the mapping: one system call
+	// instead of a fault per 4 KiB page in the copy below.
+	m, err := syscall.Mmap(-1, 0, len(b), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("%w: mmap %d bytes: %w", ErrOverloaded, len(b), err)
 	}

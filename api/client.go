@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Client speaks the HTTP API of one `smile serve` (the CLI uses it). Errors
@@ -38,6 +39,16 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 			return err
 		}
 		rd = bytes.NewReader(b)
+	}
+	// The server learns the caller's deadline, so work for a caller that
+	// has given up is dropped there too.
+	if dl, ok := ctx.Deadline(); ok {
+		ms := max(time.Until(dl).Milliseconds(), 1)
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += fmt.Sprintf("%stimeout_ms=%d", sep, ms)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
 	if err != nil {

@@ -30,6 +30,21 @@ type HTTPConfig struct {
 	MaxInflight int
 }
 
+// Validate checks the configuration.
+func (c HTTPConfig) Validate() error {
+	switch {
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("api: max body bytes %d: want at least 1024", c.MaxBodyBytes)
+	case c.RequestTimeout < time.Millisecond:
+		return fmt.Errorf("api: request timeout %v: want at least 1ms", c.RequestTimeout)
+	case c.MaxListLimit < 1:
+		return fmt.Errorf("api: max list limit %d: want at least 1", c.MaxListLimit)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("api: max in-flight %d: want at least 1", c.MaxInflight)
+	}
+	return nil
+}
+
 // DefaultHTTPConfig returns the defaults.
 func DefaultHTTPConfig() HTTPConfig {
 	return HTTPConfig{MaxBodyBytes: 8 << 20, RequestTimeout: 30 * time.Second, MaxListLimit: 1000, MaxInflight: 8192}
@@ -69,6 +84,9 @@ func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v) // the server's own way to abort a response
+			}
 			h.log.Error("panic in handler", "path", r.URL.Path, "panic", v)
 			writeError(w, Errorf(CodeInternal, "internal error"))
 		}
@@ -88,11 +106,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) context(r *http.Request) (context.Context, context.CancelFunc, error) {
 	d := h.cfg.RequestTimeout
 	if s := r.URL.Query().Get("timeout_ms"); s != "" {
-		ms, err := strconv.Atoi(s)
+		ms, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || ms < 1 {
 			return nil, nil, Errorf(CodeBadRequest, "timeout_ms %q: want a positive integer", s)
 		}
-		d = min(d, time.Duration(ms)*time.Millisecond)
+		if ms < d.Milliseconds() { // compared before multiplying: no overflow
+			d = time.Duration(ms) * time.Millisecond
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), d)
 	return ctx, cancel, nil
@@ -407,8 +427,10 @@ func (h *Handler) putTenant(w http.ResponseWriter, r *http.Request) {
 	if req.Weight == 0 {
 		req.Weight = 1
 	}
-	if req.Weight < 0 || req.MaxInflight < 0 || req.RatePerSec < 0 || req.Burst < 0 {
-		writeError(w, Errorf(CodeBadRequest, "tenant limits must not be negative"))
+	const maxLimit = 1 << 30
+	if req.Weight < 0 || req.MaxInflight < 0 || req.RatePerSec < 0 || req.Burst < 0 ||
+		req.MaxInflight > maxLimit || req.Burst > maxLimit || req.RatePerSec > maxLimit || req.Weight > maxLimit {
+		writeError(w, Errorf(CodeBadRequest, "tenant limits must be between 0 and %d", maxLimit))
 		return
 	}
 	ctx, cancel, err := h.context(r)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -86,7 +87,8 @@ func (o Options) badger() badger.Options {
 // Store is SMILE's Badger database: the catalog (see Catalog) and
 // content-addressed blobs. It is safe for concurrent use.
 type Store struct {
-	db *badger.DB
+	db  *badger.DB
+	dir string // absolute; "" in memory
 
 	// mu guards closed: every operation holds it shared, Close exclusively,
 	// so no operation runs on a closed Badger.
@@ -105,7 +107,13 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Dir, err)
 	}
-	return &Store{db: db}, nil
+	st := &Store{db: db}
+	if !opts.InMemory {
+		if st.dir, err = filepath.Abs(opts.Dir); err != nil {
+			st.dir = opts.Dir
+		}
+	}
+	return st, nil
 }
 
 // Close flushes and closes the store; later calls return ErrClosed.

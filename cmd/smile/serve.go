@@ -42,8 +42,8 @@ func newServeCmd(g *globals) *cobra.Command {
 			node.Host, node.Port = host, port
 			node.Device.HostCacheBytes = hostMB << 20
 			node.Device.DeviceCacheBytes = devMB << 20
-			if httpCfg.MaxBodyBytes < 1024 || httpCfg.MaxInflight < 1 || httpCfg.RequestTimeout < time.Millisecond {
-				return usagef("--max-body-bytes (at least 1024), --max-http-inflight (at least 1) and --request-timeout (at least 1ms) must be positive")
+			if err := httpCfg.Validate(); err != nil {
+				return &usageError{err}
 			}
 			if err := node.Validate(); err != nil {
 				return &usageError{err}
