@@ -100,3 +100,37 @@ func BenchmarkHalfToFloat(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(src)*b.N)/b.Elapsed().Seconds()/1e6, "Mhalves/s")
 }
+
+// TestDecodeHalvesAllValues: the bulk decoder (F16C where compiled in)
+// gives exactly halfToFloat for every finite half, in every position of a
+// vector (so both its 8-wide and its scalar tails are checked), and finds
+// the first non-finite value.
+func TestDecodeHalvesAllValues(t *testing.T) {
+	var src []byte
+	var want []float32
+	for h := range 1 << 16 {
+		if !halfFinite(uint16(h)) {
+			continue
+		}
+		src = append(src, byte(h), byte(h>>8))
+		want = append(want, halfToFloat(uint16(h)))
+	}
+	for _, off := range []int{0, 1, 3, 7} { // shift the 8-wide blocks
+		dst := make([]float32, len(want)-off)
+		if i := decodeHalves(dst, src[2*off:]); i != -1 {
+			t.Fatalf("offset %d: finite input reported non-finite at %d", off, i)
+		}
+		for i := range dst {
+			if math.Float32bits(dst[i]) != math.Float32bits(want[off+i]) {
+				t.Fatalf("offset %d, value %d: %v, want %v", off, i, dst[i], want[off+i])
+			}
+		}
+	}
+	for _, bad := range []int{0, 5, 8, 13, 100} {
+		s := append([]byte(nil), src[:2*120]...)
+		s[2*bad], s[2*bad+1] = 0x00, 0x7c // +Inf
+		if i := decodeHalves(make([]float32, 120), s); i != bad {
+			t.Fatalf("Inf at %d reported at %d", bad, i)
+		}
+	}
+}

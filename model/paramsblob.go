@@ -213,13 +213,8 @@ func (pb *paramsBlob) headWeights(h *Head) error {
 // halves converts len(dst) halves at byte offset o (inside the blob: the
 // parser checked the lengths), rejecting Inf and NaN.
 func (pb *paramsBlob) halves(dst []float32, o int) error {
-	src := pb.data[o : o+2*len(dst)]
-	for i := range dst {
-		h := uint16(src[2*i]) | uint16(src[2*i+1])<<8
-		if !halfFinite(h) {
-			return fmt.Errorf("value %d is not finite", i)
-		}
-		dst[i] = halfToFloat(h)
+	if i := decodeHalves(dst, pb.data[o:o+2*len(dst)]); i >= 0 {
+		return fmt.Errorf("value %d is not finite", i)
 	}
 	return nil
 }

@@ -51,7 +51,11 @@ func (d *DeviceParams) Head() *Head { return &d.head }
 // Forward rejects freed params.
 func (d *DeviceParams) Free() {
 	if d.buf != nil {
-		d.r.dev.Free(d.buf)
+		if r := d.r; !r.closed && len(r.spare) < maxSpare {
+			r.spare = append(r.spare, d.buf)
+		} else {
+			r.dev.Free(d.buf)
+		}
 		d.buf = nil
 		d.layers = nil
 	}
@@ -90,7 +94,15 @@ type Runner struct {
 	conv    []float32 // Upload's fp16 conversion scratch
 	hooks   runHooks
 	closed  bool
+	// spare holds device buffers of freed params for the next uploads of
+	// the same size: a device tier that keeps missing (thousands of vPLMs
+	// in a uniform mix) then never allocates. Bounded by maxSpare.
+	spare []gpu.Buffer
 }
+
+// maxSpare bounds the freed params buffers a Runner keeps: about a batch's
+// worth of misses.
+const maxSpare = 64
 
 // runGroup is the consecutive rows of one Params in a sorted batch.
 type runGroup struct {
@@ -120,6 +132,10 @@ func NewRunner(bb Backbone) *Runner {
 // Close frees the runner's scratch. DeviceParams it uploaded keep their
 // memory until their own Free.
 func (r *Runner) Close() error {
+	for _, b := range r.spare {
+		r.dev.Free(b)
+	}
+	r.spare = nil
 	if r.tmp != nil {
 		r.dev.Free(r.tmp)
 		r.tmp, r.tmpLen = nil, 0
@@ -223,11 +239,22 @@ func (r *Runner) upload(kind AdapterKind, rank int, alpha float32, layers []int,
 	}
 	d := &DeviceParams{r: r, kind: kind, rank: rank, layers: make([]devLayer, r.info.Layers+1)}
 	if total > 0 {
-		buf, err := r.dev.Alloc(total)
-		if err != nil {
-			return nil, fmt.Errorf("model: upload adapter (%d floats): %w", total, err)
+		// Every element is written below, so a spare buffer's old
+		// contents never show.
+		for i := len(r.spare) - 1; i >= 0; i-- {
+			if r.spare[i].Len() == total {
+				d.buf = r.spare[i]
+				r.spare = slices.Delete(r.spare, i, i+1)
+				break
+			}
 		}
-		d.buf = buf
+		if d.buf == nil {
+			buf, err := r.dev.Alloc(total)
+			if err != nil {
+				return nil, fmt.Errorf("model: upload adapter (%d floats): %w", total, err)
+			}
+			d.buf = buf
+		}
 	}
 	off := 0
 	mat := func(rows, cols int) gpu.Mat {

@@ -850,3 +850,28 @@ func BenchmarkForwardMixed(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUpload: a use-lite params blob (bottleneck r=64 on layer 2,
+// classify head) decoded from fp16 and uploaded, then freed: the device
+// tier's cost of a miss. Reports microseconds per upload.
+func BenchmarkUpload(b *testing.B) {
+	bb := loadUseLite(b)
+	r := model.NewRunner(bb)
+	defer r.Close()
+	p, err := model.RandomParams(bb, model.ParamsSpec{Adapter: model.AdapterBottleneck, Rank: model.DefaultRank,
+		Head: model.HeadClassify, Labels: []string{"neg", "pos"}}, 1, 0.02)
+	if err != nil {
+		b.Fatal(err)
+	}
+	blob := p.Encode()
+	b.ReportAllocs()
+	for b.Loop() {
+		dp, err := r.Upload(blob)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dp.Free()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/upload")
+	b.ReportMetric(float64(len(blob)), "blob_bytes")
+}
