@@ -135,6 +135,7 @@ type serveProfile struct {
 	ns       []int // vPLM counts, ascending; the last is also the memory point
 	requests int   // per N
 	warmup   int   // requests before each measurement
+	rounds   int   // interleaved rounds the requests are split into
 	// naiveNs are the N of serve-naive lines (each must be in ns); naive
 	// runs at most naiveMax.
 	naiveNs  []int
@@ -156,7 +157,10 @@ type serveProfile struct {
 }
 
 func newServeProfile(backbone string, quick bool, f serveFlags) (serveProfile, error) {
-	p := serveProfile{backbone: backbone, quick: quick, device: actors.DefaultDeviceConfig(), warm: 50}
+	p := serveProfile{backbone: backbone, quick: quick, device: actors.DefaultDeviceConfig(), warm: 50, rounds: 4}
+	if !quick {
+		p.rounds = 8
+	}
 	switch {
 	case backbone == "use-lite" && quick:
 		p.ns, p.requests, p.warmup = []int{1, 100, 1000, 10000}, 512, 128
@@ -238,6 +242,9 @@ type serveLine struct {
 	MeanBatchVPLMs float64 `json:"mean_batch_vplms"`
 	DeviceMissRate float64 `json:"device_tier_miss_rate"`
 	Errors         int     `json:"errors"`
+	// RoundSeqPerS and RoundRatios are each interleaved round's figures.
+	RoundSeqPerS []float64 `json:"round_seq_per_s"`
+	RoundRatios  []float64 `json:"round_ratios,omitempty"`
 	serveMeta
 }
 
@@ -416,10 +423,11 @@ func runServe(ctx context.Context, g *globals, p serveProfile, w, logw io.Writer
 	}
 	r.logf("created %d vPLMs (+%d cold), %d-byte params blobs, in %v", maxN, p.cold, r.blobLen, time.Since(t0).Round(time.Millisecond))
 	r.settle(ctx)
-	for _, n := range p.ns {
-		if err := r.serveN(ctx, n); err != nil {
-			return err
-		}
+	if p.ns[0] != 1 {
+		return fmt.Errorf("bench serve: the vPLM counts must start at 1 (ratio_to_one's base), got %v", p.ns)
+	}
+	if err := r.serveRounds(ctx); err != nil {
+		return err
 	}
 	if err := r.memory(ctx, maxN, rss0); err != nil {
 		return err
@@ -784,53 +792,98 @@ func (r *serveRun) deviceStats(ctx context.Context) (*actors.DeviceStats, error)
 	return st[0], nil
 }
 
-func (r *serveRun) serveN(ctx context.Context, n int) error {
+// serveRounds measures every N in interleaved rounds: each round runs a
+// share of the R requests at every N, in an order rotated by the round, so
+// drift of a shared machine (other jobs starting and stopping) lands on
+// every N alike instead of on whichever ran last. The largest N is made
+// resident and its actors active first; smaller N use its first vPLMs.
+func (r *serveRun) serveRounds(ctx context.Context) error {
+	ns := r.p.ns
 	t0 := time.Now()
-	if err := r.prepare(ctx, n); err != nil {
+	if err := r.prepare(ctx, ns[len(ns)-1]); err != nil {
 		return err
 	}
 	c := r.meta.Concurrency
-	if _, bad, _ := closedLoop(ctx, c, r.stream(n, r.p.warmup, 1), time.Time{}, r.classify); bad > 0 {
-		r.logf("warm-up at N=%d: %d errors", n, bad)
+	for _, n := range ns {
+		if _, bad, _ := closedLoop(ctx, c, r.stream(n, r.p.warmup, 1), time.Time{}, r.classify); bad > 0 {
+			r.logf("warm-up at N=%d: %d errors", n, bad)
+		}
 	}
-	r.logf("N=%d prepared and warmed in %v", n, time.Since(t0).Round(time.Millisecond))
-	s0, err := r.deviceStats(ctx)
-	if err != nil {
-		return err
+	r.logf("all N prepared and warmed in %v", time.Since(t0).Round(time.Millisecond))
+	type total struct {
+		done, bad                   int
+		elapsed, cpu                time.Duration
+		batches, rows, hits, misses uint64
+		rounds                      []float64 // seq/s of each round
 	}
-	runtime.GC()
-	cpu0 := cpuTime()
-	done, bad, elapsed := closedLoop(ctx, c, r.stream(n, r.p.requests, 0), time.Time{}, r.classify)
-	cpu := cpuTime() - cpu0
-	s1, err := r.deviceStats(ctx)
-	if err != nil {
-		return err
+	tot := make([]total, len(ns))
+	rounds := r.p.rounds
+	per := max(r.p.requests/rounds, 1)
+	for round := range rounds {
+		for k := range ns {
+			i := (k + round) % len(ns)
+			n := ns[i]
+			s0, err := r.deviceStats(ctx)
+			if err != nil {
+				return err
+			}
+			runtime.GC()
+			cpu0 := cpuTime()
+			done, bad, elapsed := closedLoop(ctx, c, r.stream(n, per, uint64(2+round)), time.Time{}, r.classify)
+			cpu := cpuTime() - cpu0
+			s1, err := r.deviceStats(ctx)
+			if err != nil {
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			t := &tot[i]
+			t.done, t.bad, t.elapsed, t.cpu = t.done+done, t.bad+bad, t.elapsed+elapsed, t.cpu+cpu
+			t.batches += s1.Batches - s0.Batches
+			t.rows += s1.Rows - s0.Rows
+			t.hits += s1.DeviceHits - s0.DeviceHits
+			t.misses += s1.DeviceMisses - s0.DeviceMisses
+			t.rounds = append(t.rounds, round2(float64(done)/elapsed.Seconds()))
+		}
+		r.logf("round %d/%d done", round+1, rounds)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	for i, n := range ns {
+		t := tot[i]
+		if t.done == 0 {
+			return fmt.Errorf("N=%d: every request failed", n)
+		}
+		sps := float64(t.done) / t.elapsed.Seconds()
+		r.seqPerS[n] = sps
+		r.seqPerCPUS[n] = float64(t.done) / t.cpu.Seconds()
+		line := serveLine{Bench: "serve", Backbone: r.p.backbone, VPLMs: n, SeqPerS: round(sps, 2),
+			SeqPerCPUS: round(r.seqPerCPUS[n], 2), Errors: t.bad, RoundSeqPerS: t.rounds, serveMeta: r.metaFor(rounds * per)}
+		if one, ok := r.seqPerS[1]; ok {
+			line.RatioToOne = round(sps/one, 3)
+			line.RatioToOneCPU = round(r.seqPerCPUS[n]/r.seqPerCPUS[1], 3)
+			// The per-round ratios show the spread the noise leaves.
+			var rs []float64
+			for k := range t.rounds {
+				rs = append(rs, round(t.rounds[k]/tot[0].rounds[k], 3))
+			}
+			line.RoundRatios = rs
+		}
+		if t.batches > 0 {
+			line.MeanBatchRows = round(float64(t.rows)/float64(t.batches), 1)
+		}
+		if acc := t.hits + t.misses; acc > 0 {
+			line.DeviceMissRate = round(float64(t.misses)/float64(acc), 3)
+			// Each batch looks up each distinct vPLM once.
+			line.MeanBatchVPLMs = round(float64(acc)/float64(t.batches), 1)
+		}
+		if err := emit(r.w, line); err != nil {
+			return err
+		}
 	}
-	if done == 0 {
-		return fmt.Errorf("N=%d: every request failed", n)
-	}
-	sps := float64(done) / elapsed.Seconds()
-	r.seqPerS[n] = sps
-	r.seqPerCPUS[n] = float64(done) / cpu.Seconds()
-	line := serveLine{Bench: "serve", Backbone: r.p.backbone, VPLMs: n, SeqPerS: round(sps, 2),
-		SeqPerCPUS: round(float64(done)/cpu.Seconds(), 2), Errors: bad, serveMeta: r.metaFor(r.p.requests)}
-	if one, ok := r.seqPerS[1]; ok {
-		line.RatioToOne = round(sps/one, 3)
-		line.RatioToOneCPU = round(r.seqPerCPUS[n]/r.seqPerCPUS[1], 3)
-	}
-	if b := s1.Batches - s0.Batches; b > 0 {
-		line.MeanBatchRows = round(float64(s1.Rows-s0.Rows)/float64(b), 1)
-	}
-	if acc := (s1.DeviceHits - s0.DeviceHits) + (s1.DeviceMisses - s0.DeviceMisses); acc > 0 {
-		line.DeviceMissRate = round(float64(s1.DeviceMisses-s0.DeviceMisses)/float64(acc), 3)
-		// Each batch looks up each distinct vPLM once.
-		line.MeanBatchVPLMs = round(float64(acc)/float64(s1.Batches-s0.Batches), 1)
-	}
-	return emit(r.w, line)
+	return nil
 }
+
+func round2(v float64) float64 { return round(v, 2) }
 
 func (r *serveRun) metaFor(requests int) serveMeta {
 	m := r.meta
