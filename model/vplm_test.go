@@ -849,6 +849,42 @@ func BenchmarkForwardMixed(b *testing.B) {
 			b.ReportMetric(float64(len(items)*b.N)/b.Elapsed().Seconds(), "seq/s")
 		})
 	}
+	// cold: every pass meets 64 adapters it has not seen for a while, as
+	// a device with thousands of vPLMs in a uniform mix does: each is
+	// uploaded from its fp16 blob (of 512 in rotation), used once, freed.
+	// Against adapters=1 this is the cost of adapter weights coming from
+	// main memory instead of cache, uploads included.
+	b.Run("bottleneck/adapters=64/cold", func(b *testing.B) {
+		var blobs [][]byte
+		for i := range 512 {
+			p, err := model.RandomParams(bb, model.ParamsSpec{Adapter: model.AdapterBottleneck, Rank: model.DefaultRank,
+				Head: model.HeadClassify, Labels: []string{"neg", "pos"}}, uint64(1000+i), 0.02)
+			if err != nil {
+				b.Fatal(err)
+			}
+			blobs = append(blobs, p.Encode())
+		}
+		items := make([]model.Item, len(ids))
+		dps := make([]*model.DeviceParams, len(ids))
+		k := 0
+		for b.Loop() {
+			for i := range items {
+				dp, err := r.Upload(blobs[k%len(blobs)])
+				if err != nil {
+					b.Fatal(err)
+				}
+				k++
+				dps[i], items[i] = dp, model.Item{IDs: ids[i], Params: dp}
+			}
+			if _, err := r.Forward(ctx, items); err != nil {
+				b.Fatal(err)
+			}
+			for _, dp := range dps {
+				dp.Free()
+			}
+		}
+		b.ReportMetric(float64(len(items)*b.N)/b.Elapsed().Seconds(), "seq/s")
+	})
 }
 
 // BenchmarkUpload: a use-lite params blob (bottleneck r=64 on layer 2,
