@@ -213,38 +213,36 @@ func TenantConfig(t *smilepb.Tenant) sched.TenantConfig {
 
 // Classify answers texts with a classification vPLM.
 func (s *Service) Classify(ctx context.Context, id string, texts []string) (*smilepb.ClassifyReply, error) {
-	if err := storage.ValidID(id); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	res, err := s.request(ctx, id, &smilepb.ClassifyRequest{ModelId: id, Texts: texts, DeadlineUnixMs: deadlineMs(ctx)})
-	if err != nil {
-		return nil, err
-	}
-	r, ok := res.(*smilepb.ClassifyReply)
-	if !ok {
-		return nil, fmt.Errorf("%w: vPLM answered %T", ErrInternal, res)
-	}
-	if err := FromProto(r.Error); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return infer[*smilepb.ClassifyReply](ctx, s, id, &smilepb.ClassifyRequest{ModelId: id, Texts: texts, DeadlineUnixMs: deadlineMs(ctx)})
 }
 
 // Embed answers texts with an embedding vPLM.
 func (s *Service) Embed(ctx context.Context, id string, texts []string) (*smilepb.EmbedReply, error) {
+	return infer[*smilepb.EmbedReply](ctx, s, id, &smilepb.EmbedRequest{ModelId: id, Texts: texts, DeadlineUnixMs: deadlineMs(ctx)})
+}
+
+// reply is what a vPLM actor answers an inference with.
+type reply interface {
+	proto.Message
+	GetError() *smilepb.Error
+}
+
+// infer sends an inference request to id's actor and unwraps its reply.
+func infer[R reply](ctx context.Context, s *Service, id string, msg proto.Message) (R, error) {
+	var zero R
 	if err := storage.ValidID(id); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+		return zero, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	res, err := s.request(ctx, id, &smilepb.EmbedRequest{ModelId: id, Texts: texts, DeadlineUnixMs: deadlineMs(ctx)})
+	res, err := s.request(ctx, id, msg)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	r, ok := res.(*smilepb.EmbedReply)
+	r, ok := res.(R)
 	if !ok {
-		return nil, fmt.Errorf("%w: vPLM answered %T", ErrInternal, res)
+		return zero, fmt.Errorf("%w: vPLM answered %T", ErrInternal, res)
 	}
-	if err := FromProto(r.Error); err != nil {
-		return nil, err
+	if err := FromProto(r.GetError()); err != nil {
+		return zero, err
 	}
 	return r, nil
 }

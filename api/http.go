@@ -356,7 +356,11 @@ func timingsJSON(t *smilepb.Timings) Timings {
 	}
 }
 
-func (h *Handler) classify(w http.ResponseWriter, r *http.Request) {
+// textsCall runs an inference handler's common part: decode the texts,
+// bound the call's time, call the service, and answer its error or the
+// JSON that toJSON makes of its reply.
+func textsCall[R any](h *Handler, w http.ResponseWriter, r *http.Request,
+	call func(ctx context.Context, id string, texts []string) (R, error), toJSON func(id string, rep R) any) {
 	texts, err := h.texts(w, r)
 	if err != nil {
 		writeError(w, err)
@@ -369,53 +373,43 @@ func (h *Handler) classify(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	id := r.PathValue("id")
-	rep, err := h.svc.Classify(ctx, id, texts)
+	rep, err := call(ctx, id, texts)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	out := ClassifyResponse{Model: id, Version: rep.Version, Timings: timingsJSON(rep.Timings), Predictions: make([]Prediction, len(rep.Predictions))}
-	labels := rep.Labels
-	for i, p := range rep.Predictions {
-		probs := make(map[string]float32, len(p.Probs))
-		for k, v := range p.Probs {
-			name := strconv.Itoa(k)
-			if k < len(labels) {
-				name = labels[k]
+	writeJSON(w, http.StatusOK, toJSON(id, rep))
+}
+
+func (h *Handler) classify(w http.ResponseWriter, r *http.Request) {
+	textsCall(h, w, r, h.svc.Classify, func(id string, rep *smilepb.ClassifyReply) any {
+		out := ClassifyResponse{Model: id, Version: rep.Version, Timings: timingsJSON(rep.Timings), Predictions: make([]Prediction, len(rep.Predictions))}
+		for i, p := range rep.Predictions {
+			probs := make(map[string]float32, len(p.Probs))
+			for k, v := range p.Probs {
+				name := strconv.Itoa(k)
+				if k < len(rep.Labels) {
+					name = rep.Labels[k]
+				}
+				probs[name] = v
 			}
-			probs[name] = v
+			out.Predictions[i] = Prediction{Label: p.Label, Index: int(p.Index), Probs: probs}
 		}
-		out.Predictions[i] = Prediction{Label: p.Label, Index: int(p.Index), Probs: probs}
-	}
-	writeJSON(w, http.StatusOK, out)
+		return out
+	})
 }
 
 func (h *Handler) embed(w http.ResponseWriter, r *http.Request) {
-	texts, err := h.texts(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
-	id := r.PathValue("id")
-	rep, err := h.svc.Embed(ctx, id, texts)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	out := EmbedResponse{Model: id, Version: rep.Version, Timings: timingsJSON(rep.Timings), Embeddings: make([][]float32, len(rep.Embeddings))}
-	for i, v := range rep.Embeddings {
-		out.Embeddings[i] = v.Values
-	}
-	if len(out.Embeddings) > 0 {
-		out.Dim = len(out.Embeddings[0])
-	}
-	writeJSON(w, http.StatusOK, out)
+	textsCall(h, w, r, h.svc.Embed, func(id string, rep *smilepb.EmbedReply) any {
+		out := EmbedResponse{Model: id, Version: rep.Version, Timings: timingsJSON(rep.Timings), Embeddings: make([][]float32, len(rep.Embeddings))}
+		for i, v := range rep.Embeddings {
+			out.Embeddings[i] = v.Values
+		}
+		if len(out.Embeddings) > 0 {
+			out.Dim = len(out.Embeddings[0])
+		}
+		return out
+	})
 }
 
 func (h *Handler) putTenant(w http.ResponseWriter, r *http.Request) {

@@ -50,18 +50,7 @@ func newEmbedCmd(g *globals) *cobra.Command {
 			if vplm != "" {
 				return embedRemote(cmd, &sf, vplm, texts, cosine)
 			}
-			z, err := g.zoo()
-			if err != nil {
-				return err
-			}
-			if _, err := z.Ensure(cmd.Context(), backbone, stderrProgress); err != nil {
-				return err
-			}
-			dev, err := g.device()
-			if err != nil {
-				return err
-			}
-			bb, err := z.Load(dev, backbone)
+			bb, err := g.backbone(cmd.Context(), backbone)
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/smile-vplm/smile/gpu"
 	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/zoo"
+	"github.com/smile-vplm/smile/model"
 )
 
 // usageError marks a bad flag or argument (exit status 2).
@@ -93,6 +95,23 @@ func (g *globals) device() (gpu.Device, error) {
 }
 
 func (g *globals) zoo() (*zoo.Zoo, error) { return zoo.Open(g.dataDir) }
+
+// backbone loads a backbone by name onto a new device, pulling it first if
+// it is not stored yet (the default is fetched on first use).
+func (g *globals) backbone(ctx context.Context, name string) (model.Backbone, error) {
+	z, err := g.zoo()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := z.Ensure(ctx, name, stderrProgress); err != nil {
+		return nil, err
+	}
+	dev, err := g.device()
+	if err != nil {
+		return nil, err
+	}
+	return z.Load(dev, name)
+}
 
 // stderrProgress prints pull stages for a person watching.
 func stderrProgress(stage, detail string) {

@@ -49,18 +49,7 @@ func newServeCmd(g *globals) *cobra.Command {
 				return &usageError{err}
 			}
 			ctx := cmd.Context()
-			z, err := g.zoo()
-			if err != nil {
-				return err
-			}
-			if _, err := z.Ensure(ctx, backbone, stderrProgress); err != nil {
-				return err
-			}
-			dev, err := g.device()
-			if err != nil {
-				return err
-			}
-			bb, err := z.Load(dev, backbone)
+			bb, err := g.backbone(ctx, backbone)
 			if err != nil {
 				return err
 			}
