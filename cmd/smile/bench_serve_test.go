@@ -21,7 +21,7 @@ func TestBenchServeSmall(t *testing.T) {
 	g := &globals{dataDir: testenv.DataDir(), backend: "auto"}
 	p := serveProfile{
 		backbone: "use-lite", quick: true, ns: []int{1, 20}, requests: 96, warmup: 16, rounds: 2,
-		naiveNs: []int{20}, naiveMax: 600 * time.Millisecond, latency: 400 * time.Millisecond,
+		naiveNs: []int{20}, naiveMax: 5 * time.Second, latency: 400 * time.Millisecond, // a swap takes seconds under -race
 		cold: 2, warm: 5, seeds: 4, device: actors.DefaultDeviceConfig(),
 	}
 	p.device.MaxBatchRows = 8
