@@ -157,13 +157,16 @@ type serveProfile struct {
 }
 
 func newServeProfile(backbone string, quick bool, f serveFlags) (serveProfile, error) {
-	p := serveProfile{backbone: backbone, quick: quick, device: actors.DefaultDeviceConfig(), warm: 50, rounds: 4}
+	// A round must hold several requests per client, or it measures one
+	// burst (start-up and drain) rather than a steady state: --quick runs
+	// 2 rounds of 384 requests (3 per client), the full run 8 of 500.
+	p := serveProfile{backbone: backbone, quick: quick, device: actors.DefaultDeviceConfig(), warm: 50, rounds: 2}
 	if !quick {
 		p.rounds = 8
 	}
 	switch {
 	case backbone == "use-lite" && quick:
-		p.ns, p.requests, p.warmup = []int{1, 100, 1000, 10000}, 512, 128
+		p.ns, p.requests, p.warmup = []int{1, 100, 1000, 10000}, 768, 128
 		p.naiveNs, p.naiveMax = []int{1000}, 4*time.Second
 		p.latency, p.cold = 3*time.Second, 20
 		p.seeds = 256
