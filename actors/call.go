@@ -46,7 +46,7 @@ type stopWatcher struct {
 func (w *stopWatcher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *watchStart:
-		k := m.pid.String()
+		k := pidKey(m.pid)
 		set, ok := w.waiting[k]
 		if !ok {
 			set = map[chan struct{}]struct{}{}
@@ -55,7 +55,7 @@ func (w *stopWatcher) Receive(ctx actor.Context) {
 		}
 		set[m.ch] = struct{}{}
 	case *watchEnd:
-		k := m.pid.String()
+		k := pidKey(m.pid)
 		if set, ok := w.waiting[k]; ok {
 			delete(set, m.ch)
 			if len(set) == 0 {
@@ -64,13 +64,15 @@ func (w *stopWatcher) Receive(ctx actor.Context) {
 			}
 		}
 	case *actor.Terminated:
-		k := m.Who.String()
+		k := pidKey(m.Who)
 		for ch := range w.waiting[k] {
 			close(ch)
 		}
 		delete(w.waiting, k)
 	}
 }
+
+func pidKey(p *actor.PID) string { return p.Address + "/" + p.Id }
 
 // caller sends requests to vPLM actors by id.
 type caller struct {
@@ -155,15 +157,25 @@ func (c *caller) request(ctx context.Context, id string, msg proto.Message) (any
 		}
 		root.RequestWithCustomSender(pid, msg, reply)
 		var a answer
-		select {
-		case m := <-box.ch:
+		take := func(m any) {
 			if _, dead := m.(*actor.DeadLetterResponse); dead {
 				a.err = actor.ErrDeadLetter
 			} else {
 				a.res = m
 			}
+		}
+		select {
+		case m := <-box.ch:
+			take(m)
 		case <-stopped:
-			a.err = actor.ErrDeadLetter // the actor stopped with our message unanswered
+			// An actor that answers and then stops (a deleted vPLM
+			// retiring) makes both cases ready: the answer wins.
+			select {
+			case m := <-box.ch:
+				take(m)
+			default:
+				a.err = actor.ErrDeadLetter // the actor stopped with our message unanswered
+			}
 		case <-ctx.Done():
 		}
 		c.cl.ActorSystem.ProcessRegistry.Remove(reply)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -163,6 +164,19 @@ func (h *DeviceHandle) Stop(ctx context.Context, sys *actor.ActorSystem) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// Loads still reading storage finish, and the actor (stopped from
+	// taking work) frees what they bring: every `loaded` they sent is
+	// ahead of this round trip in its mailbox.
+	loads := make(chan struct{})
+	go func() { h.d.loads.Wait(); close(loads) }()
+	select {
+	case <-loads:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if _, err := sys.Root.RequestFuture(h.PID, &GetDeviceStats{}, timeoutOf(ctx)).Result(); err != nil && !errors.Is(err, actor.ErrDeadLetter) {
+		return fmt.Errorf("%w: device actor: %w", ErrUnavailable, err)
+	}
 	if err := sys.Root.StopFuture(h.PID).Wait(); err != nil && !errors.Is(err, actor.ErrTimeout) {
 		return err
 	}
@@ -266,7 +280,8 @@ type deviceActor struct {
 	stopped bool // draining or stopping: no new work
 	closed  bool // work is closed
 
-	releaseArmed atomic.Bool // a storage page release is scheduled
+	releaseArmed atomic.Bool    // a storage page release is scheduled
+	loads        sync.WaitGroup // load goroutines running
 
 	batches, rows uint64
 	dev           tierStats
@@ -395,6 +410,7 @@ func (d *deviceActor) park(j *job) {
 	parked, inFlight := d.loading[dg]
 	d.loading[dg] = append(parked, j)
 	if !inFlight {
+		d.loads.Add(1)
 		go d.load(dg)
 	}
 }
@@ -425,7 +441,7 @@ type prefetchWait struct {
 	err    error
 }
 
-// done counts one of the prefetch's loads; the last one answers.
+// loaded counts one of the prefetch's loads; the last one answers.
 func (w *prefetchWait) loaded(sys *actor.ActorSystem, err error) {
 	w.left--
 	if err != nil && w.err == nil {
@@ -447,6 +463,7 @@ type PageReleaser interface {
 // load reads one params blob and copies it off the Go heap, off the
 // actor's loop, at most LoadWorkers at a time.
 func (d *deviceActor) load(digest string) {
+	defer d.loads.Done()
 	d.loadSem <- struct{}{}
 	blob, err := d.src.GetBlob(digest)
 	if err == nil {

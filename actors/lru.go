@@ -59,7 +59,8 @@ func (c *byteLRU[V]) put(key string, v V, size int64) { c.insert(key, v, size, 0
 // insert is put with pins taken on the entry before anything is evicted,
 // so it cannot be the one that goes. Keys name immutable content (params
 // digests): inserting a key that is present keeps the resident value,
-// which may be in use, adds the pins and hands the new copy to evict.
+// which may be in use, adds the pins and hands the new copy to evict, so
+// the caller must pass a fresh copy, never the resident value itself.
 func (c *byteLRU[V]) insert(key string, v V, size int64, pins int) {
 	if e, ok := c.entries[key]; ok {
 		e.pins += pins

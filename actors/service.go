@@ -150,7 +150,9 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	// flight are answered. If this message is lost the actor still answers
 	// not_found from its next request on (each request reads the catalog)
 	// and passivates when idle.
-	_, _ = s.request(ctx, id, &smilepb.Reload{Id: id})
+	rctx, cancel := context.WithTimeout(ctx, s.env.Config.RequestTimeout)
+	defer cancel()
+	_, _ = s.request(rctx, id, &smilepb.Reload{Id: id})
 	return nil
 }
 

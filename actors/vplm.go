@@ -123,9 +123,9 @@ func (a *vplmActor) Receive(ctx actor.Context) {
 		}
 		a.armIdle(ctx, max(a.env.Config.PassivateAfter-idle, time.Millisecond))
 	case *smilepb.ClassifyRequest:
-		a.infer(ctx, smilepb.Task_TASK_CLASSIFY, m.Texts, m.DeadlineUnixMs)
+		a.safeInfer(ctx, smilepb.Task_TASK_CLASSIFY, m.Texts, m.DeadlineUnixMs)
 	case *smilepb.EmbedRequest:
-		a.infer(ctx, smilepb.Task_TASK_EMBED, m.Texts, m.DeadlineUnixMs)
+		a.safeInfer(ctx, smilepb.Task_TASK_EMBED, m.Texts, m.DeadlineUnixMs)
 	case *smilepb.GetVPLM:
 		if a.err != nil {
 			ctx.Respond(&smilepb.GetVPLMReply{Error: ToProto(a.err)})
@@ -166,6 +166,7 @@ func (a *vplmActor) load() {
 		return
 	}
 	a.entry, a.dev = e, dev
+	a.retire = false // deleted and created again meanwhile: stay
 }
 
 func (a *vplmActor) fail(ctx actor.Context, task smilepb.Task, err error) {
@@ -175,6 +176,22 @@ func (a *vplmActor) fail(ctx actor.Context, task smilepb.Task, err error) {
 	} else {
 		ctx.Respond(&smilepb.EmbedReply{Error: pe})
 	}
+}
+
+// safeInfer is infer answering a panic (a bug) with an internal error:
+// protoactor would restart the actor and leave the caller unanswered.
+func (a *vplmActor) safeInfer(ctx actor.Context, task smilepb.Task, texts []string, deadlineMs int64) {
+	defer func() {
+		if v := recover(); v != nil {
+			log := a.env.Log
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Error("panic in a vPLM actor", "vplm", a.id, "panic", v)
+			a.fail(ctx, task, fmt.Errorf("%w: panic: %v", ErrInternal, v))
+		}
+	}()
+	a.infer(ctx, task, texts, deadlineMs)
 }
 
 func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string, deadlineMs int64) {

@@ -9,16 +9,21 @@ import (
 	"syscall"
 )
 
-// ReleasePages drops this process's mappings of the pages of the store's
-// files that it has touched, and returns how many bytes of address space
-// it advised. Badger memory-maps its value log and tables (MAP_SHARED), so
-// every blob read once — 10,000 params blobs loaded into a device's host
+// madvPageout is MADV_PAGEOUT (Linux 5.4+), which syscall does not name.
+const madvPageout = 21
+
+// ReleasePages asks the kernel to reclaim the pages of the store's value
+// log and tables that this process has mapped, and returns how many bytes
+// of address space it advised. Badger memory-maps those files (MAP_SHARED),
+// so every blob read once — 10,000 params blobs loaded into a device's host
 // tier, say — stays mapped and counts in the process's RSS although the
-// data now lives in the host tier and the OS page cache. MADV_DONTNEED on a
-// shared file mapping only unmaps: the data stays in the page cache (dirty
-// pages are written back as usual) and a later read faults it back in, so
-// this is safe while Badger runs. Callers rate-limit it (it reads
-// /proc/self/maps).
+// data now lives in the host tier. MADV_PAGEOUT writes dirty pages back and
+// drops clean ones; it never destroys data, which matters because Badger
+// may unmap (and the kernel reuse) a range between the read of
+// /proc/self/maps and the advice: on anonymous memory that landed there,
+// PAGEOUT at worst swaps it out. (MADV_DONTNEED would zero it.) Memtable
+// files (.mem) are left alone. Callers rate-limit it (it reads
+// /proc/self/maps). On kernels without MADV_PAGEOUT it does nothing.
 func (s *Store) ReleasePages() (int64, error) {
 	if s.dir == "" {
 		return 0, nil
@@ -39,7 +44,8 @@ func (s *Store) ReleasePages() (int64, error) {
 	for sc.Scan() {
 		// start-end perms offset dev inode path
 		f := strings.Fields(sc.Text())
-		if len(f) < 6 || !strings.HasPrefix(f[5], prefix) || !strings.Contains(f[1], "s") {
+		if len(f) < 6 || !strings.HasPrefix(f[5], prefix) || !strings.Contains(f[1], "s") ||
+			!(strings.HasSuffix(f[5], ".vlog") || strings.HasSuffix(f[5], ".sst")) {
 			continue
 		}
 		lo, hi, ok := strings.Cut(f[0], "-")
@@ -51,7 +57,11 @@ func (s *Store) ReleasePages() (int64, error) {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), syscall.MADV_DONTNEED); errno == 0 {
+		_, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), madvPageout)
+		if errno == syscall.EINVAL {
+			return total, nil // an old kernel: nothing to do
+		}
+		if errno == 0 {
 			total += int64(end - start)
 		}
 	}
