@@ -53,11 +53,8 @@ func (c *byteLRU[V]) peek(key string) (V, bool) {
 	return e.val, true
 }
 
-// put inserts key and evicts unpinned entries beyond the budget.
-func (c *byteLRU[V]) put(key string, v V, size int64) { c.insert(key, v, size, 0) }
-
-// insert is put with pins taken on the entry before anything is evicted,
-// so it cannot be the one that goes. Keys name immutable content (params
+// insert adds key (size bytes) with pins taken on the entry before
+// anything beyond the budget is evicted, so it cannot be the one that goes. Keys name immutable content (params
 // digests): inserting a key that is present keeps the resident value,
 // which may be in use, adds the pins and hands the new copy to evict, so
 // the caller must pass a fresh copy, never the resident value itself.
@@ -91,13 +88,6 @@ func (c *byteLRU[V]) unpin(key string) {
 		if e.pins == 0 {
 			c.shrink()
 		}
-	}
-}
-
-// remove drops key whatever its pins (the caller knows it is unused).
-func (c *byteLRU[V]) remove(key string) {
-	if e, ok := c.entries[key]; ok {
-		c.drop(e)
 	}
 }
 

@@ -98,11 +98,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(CodeOverloaded, "%d requests in progress: retry later", cap(h.sem)))
 		return
 	}
-	h.mux.ServeHTTP(w, r)
+	ctx := r.Context()
+	h.mux.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // context bounds a request by the configured timeout, or the client's
-// shorter ?timeout_ms=.
+// shorter ?timeout_ms= (ServeHTTP applies it to every route, so handlers
+// use r.Context()).
 func (h *Handler) context(r *http.Request) (context.Context, context.CancelFunc, error) {
 	d := h.cfg.RequestTimeout
 	if s := r.URL.Query().Get("timeout_ms"); s != "" {
@@ -214,12 +216,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
+	ctx := r.Context()
 	v, err := h.svc.Create(ctx, spec)
 	if err != nil {
 		writeError(w, err)
@@ -288,12 +285,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
+	ctx := r.Context()
 	vs, err := h.svc.List(ctx, q.Get("tenant"), q.Get("after"), limit)
 	if err != nil {
 		writeError(w, err)
@@ -310,12 +302,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
+	ctx := r.Context()
 	v, err := h.svc.Get(ctx, r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
@@ -325,12 +312,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
+	ctx := r.Context()
 	if err := h.svc.Delete(ctx, r.PathValue("id")); err != nil {
 		writeError(w, err)
 		return
@@ -366,12 +348,7 @@ func textsCall[R any](h *Handler, w http.ResponseWriter, r *http.Request,
 		writeError(w, err)
 		return
 	}
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
+	ctx := r.Context()
 	id := r.PathValue("id")
 	rep, err := call(ctx, id, texts)
 	if err != nil {
@@ -427,12 +404,7 @@ func (h *Handler) putTenant(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(CodeBadRequest, "tenant limits must be between 0 and %d", maxLimit))
 		return
 	}
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
+	ctx := r.Context()
 	t := &smilepb.Tenant{Name: r.PathValue("name"), Weight: req.Weight, MaxInflight: uint32(req.MaxInflight), RatePerS: req.RatePerSec, Burst: uint32(req.Burst)}
 	if err := h.svc.PutTenant(ctx, t); err != nil {
 		writeError(w, err)
@@ -442,12 +414,7 @@ func (h *Handler) putTenant(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel, err := h.context(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer cancel()
+	ctx := r.Context()
 	st, err := h.svc.DeviceStats(ctx)
 	if err != nil {
 		writeError(w, err)
@@ -457,8 +424,3 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 }
 
 var _ http.Handler = (*Handler)(nil)
-
-// String is for logs.
-func (c HTTPConfig) String() string {
-	return fmt.Sprintf("body<=%dB timeout=%v", c.MaxBodyBytes, c.RequestTimeout)
-}

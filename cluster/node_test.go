@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/smile-vplm/smile/actors"
-	"github.com/smile-vplm/smile/actors/sched"
 	"github.com/smile-vplm/smile/api/smilepb"
 	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/testenv"
@@ -387,7 +386,6 @@ func TestNodeOverloadSheds(t *testing.T) {
 	if codes[actors.CodeTenantOverLimit] == 0 || codes[""] == 0 {
 		t.Fatalf("want served and tenant_over_limit answers, got %v", codes)
 	}
-	_ = sched.ErrTenantLimit
 }
 
 // TestNodeDeleteWithRequestsInFlight: deleting a busy vPLM answers every

@@ -745,10 +745,9 @@ func (x *PutTenant) GetTenant() *Tenant {
 }
 
 type ClassifyRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	ModelId   string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
-	Texts     []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
-	RequestId string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ModelId string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	Texts   []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
 	// The caller's deadline (Unix milliseconds; 0: none): work still queued
 	// then is dropped with a timeout instead of computed for nobody.
 	DeadlineUnixMs int64 `protobuf:"varint,4,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
@@ -798,13 +797,6 @@ func (x *ClassifyRequest) GetTexts() []string {
 		return x.Texts
 	}
 	return nil
-}
-
-func (x *ClassifyRequest) GetRequestId() string {
-	if x != nil {
-		return x.RequestId
-	}
-	return ""
 }
 
 func (x *ClassifyRequest) GetDeadlineUnixMs() int64 {
@@ -955,10 +947,9 @@ func (x *Prediction) GetProbs() []float32 {
 }
 
 type EmbedRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	ModelId   string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
-	Texts     []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
-	RequestId string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ModelId string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	Texts   []string               `protobuf:"bytes,2,rep,name=texts,proto3" json:"texts,omitempty"`
 	// The caller's deadline (Unix milliseconds; 0: none): work still queued
 	// then is dropped with a timeout instead of computed for nobody.
 	DeadlineUnixMs int64 `protobuf:"varint,4,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
@@ -1008,13 +999,6 @@ func (x *EmbedRequest) GetTexts() []string {
 		return x.Texts
 	}
 	return nil
-}
-
-func (x *EmbedRequest) GetRequestId() string {
-	if x != nil {
-		return x.RequestId
-	}
-	return ""
 }
 
 func (x *EmbedRequest) GetDeadlineUnixMs() int64 {
@@ -1426,43 +1410,6 @@ func (x *Reload) GetId() string {
 	return ""
 }
 
-// Passivate asks a vPLM actor to stop and release what it holds.
-type Passivate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Passivate) Reset() {
-	*x = Passivate{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[19]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Passivate) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Passivate) ProtoMessage() {}
-
-func (x *Passivate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[19]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Passivate.ProtoReflect.Descriptor instead.
-func (*Passivate) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{19}
-}
-
 var File_api_smilepb_smile_proto protoreflect.FileDescriptor
 
 const file_api_smilepb_smile_proto_rawDesc = "" +
@@ -1516,13 +1463,11 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\fparams_bytes\x18\x04 \x01(\x04R\vparamsBytes\x12&\n" +
 	"\x0fupdated_unix_ms\x18\x05 \x01(\x03R\rupdatedUnixMs\"5\n" +
 	"\tPutTenant\x12(\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x10.smile.v1.TenantR\x06tenant\"\x8b\x01\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x10.smile.v1.TenantR\x06tenant\"r\n" +
 	"\x0fClassifyRequest\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x14\n" +
-	"\x05texts\x18\x02 \x03(\tR\x05texts\x12\x1d\n" +
-	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\x12(\n" +
-	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\xcd\x01\n" +
+	"\x05texts\x18\x02 \x03(\tR\x05texts\x12(\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMsJ\x04\b\x03\x10\x04\"\xcd\x01\n" +
 	"\rClassifyReply\x126\n" +
 	"\vpredictions\x18\x01 \x03(\v2\x14.smile.v1.PredictionR\vpredictions\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12+\n" +
@@ -1533,13 +1478,11 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"Prediction\x12\x14\n" +
 	"\x05label\x18\x01 \x01(\tR\x05label\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
-	"\x05probs\x18\x03 \x03(\x02R\x05probs\"\x88\x01\n" +
+	"\x05probs\x18\x03 \x03(\x02R\x05probs\"o\n" +
 	"\fEmbedRequest\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x14\n" +
-	"\x05texts\x18\x02 \x03(\tR\x05texts\x12\x1d\n" +
-	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\x12(\n" +
-	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\xac\x01\n" +
+	"\x05texts\x18\x02 \x03(\tR\x05texts\x12(\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMsJ\x04\b\x03\x10\x04\"\xac\x01\n" +
 	"\n" +
 	"EmbedReply\x120\n" +
 	"\n" +
@@ -1572,8 +1515,7 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x04vplm\x18\x01 \x01(\v2\x0e.smile.v1.VPLMR\x04vplm\x12%\n" +
 	"\x05error\x18\x02 \x01(\v2\x0f.smile.v1.ErrorR\x05error\"\x18\n" +
 	"\x06Reload\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\v\n" +
-	"\tPassivate*?\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id*?\n" +
 	"\x04Task\x12\x14\n" +
 	"\x10TASK_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTASK_CLASSIFY\x10\x01\x12\x0e\n" +
@@ -1597,7 +1539,7 @@ func file_api_smilepb_smile_proto_rawDescGZIP() []byte {
 }
 
 var file_api_smilepb_smile_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_api_smilepb_smile_proto_goTypes = []any{
 	(Task)(0),               // 0: smile.v1.Task
 	(AdapterKind)(0),        // 1: smile.v1.AdapterKind
@@ -1620,7 +1562,6 @@ var file_api_smilepb_smile_proto_goTypes = []any{
 	(*GetVPLM)(nil),         // 18: smile.v1.GetVPLM
 	(*GetVPLMReply)(nil),    // 19: smile.v1.GetVPLMReply
 	(*Reload)(nil),          // 20: smile.v1.Reload
-	(*Passivate)(nil),       // 21: smile.v1.Passivate
 }
 var file_api_smilepb_smile_proto_depIdxs = []int32{
 	1,  // 0: smile.v1.AdapterConfig.kind:type_name -> smile.v1.AdapterKind
@@ -1665,7 +1606,7 @@ func file_api_smilepb_smile_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_smilepb_smile_proto_rawDesc), len(file_api_smilepb_smile_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
