@@ -129,6 +129,68 @@ func (AdapterKind) EnumDescriptor() ([]byte, []int) {
 	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{1}
 }
 
+type JobState int32
+
+const (
+	JobState_JOB_STATE_UNSPECIFIED JobState = 0
+	JobState_JOB_QUEUED            JobState = 1
+	// Computing (or reading) the cached cut-layer representations.
+	JobState_JOB_CACHING   JobState = 2
+	JobState_JOB_TRAINING  JobState = 3
+	JobState_JOB_SUCCEEDED JobState = 4
+	JobState_JOB_FAILED    JobState = 5
+	JobState_JOB_CANCELED  JobState = 6
+)
+
+// Enum value maps for JobState.
+var (
+	JobState_name = map[int32]string{
+		0: "JOB_STATE_UNSPECIFIED",
+		1: "JOB_QUEUED",
+		2: "JOB_CACHING",
+		3: "JOB_TRAINING",
+		4: "JOB_SUCCEEDED",
+		5: "JOB_FAILED",
+		6: "JOB_CANCELED",
+	}
+	JobState_value = map[string]int32{
+		"JOB_STATE_UNSPECIFIED": 0,
+		"JOB_QUEUED":            1,
+		"JOB_CACHING":           2,
+		"JOB_TRAINING":          3,
+		"JOB_SUCCEEDED":         4,
+		"JOB_FAILED":            5,
+		"JOB_CANCELED":          6,
+	}
+)
+
+func (x JobState) Enum() *JobState {
+	p := new(JobState)
+	*p = x
+	return p
+}
+
+func (x JobState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobState) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_smilepb_smile_proto_enumTypes[2].Descriptor()
+}
+
+func (JobState) Type() protoreflect.EnumType {
+	return &file_api_smilepb_smile_proto_enumTypes[2]
+}
+
+func (x JobState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobState.Descriptor instead.
+func (JobState) EnumDescriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{2}
+}
+
 type AdapterConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  AdapterKind            `protobuf:"varint,1,opt,name=kind,proto3,enum=smile.v1.AdapterKind" json:"kind,omitempty"`
@@ -1410,6 +1472,587 @@ func (x *Reload) GetId() string {
 	return ""
 }
 
+// TrainConfig are a training run's hyperparameters; zero fields take the
+// server's defaults (docs/api.md lists them).
+type TrainConfig struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Epochs      uint32                 `protobuf:"varint,1,opt,name=epochs,proto3" json:"epochs,omitempty"`
+	BatchSize   uint32                 `protobuf:"varint,2,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	Lr          float32                `protobuf:"fixed32,3,opt,name=lr,proto3" json:"lr,omitempty"`
+	WeightDecay float32                `protobuf:"fixed32,4,opt,name=weight_decay,json=weightDecay,proto3" json:"weight_decay,omitempty"`
+	// Fraction of the run's steps with a linear learning-rate warm-up.
+	Warmup float32 `protobuf:"fixed32,5,opt,name=warmup,proto3" json:"warmup,omitempty"`
+	// Global gradient-norm clip; negative disables.
+	ClipNorm float32 `protobuf:"fixed32,6,opt,name=clip_norm,json=clipNorm,proto3" json:"clip_norm,omitempty"`
+	Seed     uint64  `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
+	// Epochs without a better validation accuracy before stopping; negative never stops early.
+	Patience      int32 `protobuf:"varint,8,opt,name=patience,proto3" json:"patience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainConfig) Reset() {
+	*x = TrainConfig{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainConfig) ProtoMessage() {}
+
+func (x *TrainConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainConfig.ProtoReflect.Descriptor instead.
+func (*TrainConfig) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TrainConfig) GetEpochs() uint32 {
+	if x != nil {
+		return x.Epochs
+	}
+	return 0
+}
+
+func (x *TrainConfig) GetBatchSize() uint32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *TrainConfig) GetLr() float32 {
+	if x != nil {
+		return x.Lr
+	}
+	return 0
+}
+
+func (x *TrainConfig) GetWeightDecay() float32 {
+	if x != nil {
+		return x.WeightDecay
+	}
+	return 0
+}
+
+func (x *TrainConfig) GetWarmup() float32 {
+	if x != nil {
+		return x.Warmup
+	}
+	return 0
+}
+
+func (x *TrainConfig) GetClipNorm() float32 {
+	if x != nil {
+		return x.ClipNorm
+	}
+	return 0
+}
+
+func (x *TrainConfig) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *TrainConfig) GetPatience() int32 {
+	if x != nil {
+		return x.Patience
+	}
+	return 0
+}
+
+// TrainRequest starts a training job for a vPLM: on a pulled dataset by
+// name, or on examples the client uploads (JSONL lines {"text","label"}).
+type TrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Dataset       string                 `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	ExamplesJsonl []byte                 `protobuf:"bytes,3,opt,name=examples_jsonl,json=examplesJsonl,proto3" json:"examples_jsonl,omitempty"`
+	Config        *TrainConfig           `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainRequest) Reset() {
+	*x = TrainRequest{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainRequest) ProtoMessage() {}
+
+func (x *TrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainRequest.ProtoReflect.Descriptor instead.
+func (*TrainRequest) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TrainRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *TrainRequest) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *TrainRequest) GetExamplesJsonl() []byte {
+	if x != nil {
+		return x.ExamplesJsonl
+	}
+	return nil
+}
+
+func (x *TrainRequest) GetConfig() *TrainConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// TrainJob is a training job's record and progress.
+type TrainJob struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Model  string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Tenant string                 `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Dataset name, or "upload:<sha256>" for uploaded examples.
+	Dataset string       `protobuf:"bytes,4,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	Config  *TrainConfig `protobuf:"bytes,5,opt,name=config,proto3" json:"config,omitempty"`
+	State   JobState     `protobuf:"varint,6,opt,name=state,proto3,enum=smile.v1.JobState" json:"state,omitempty"`
+	// What the job is doing now, in words ("caching 1200/4837 examples").
+	Stage  string  `protobuf:"bytes,7,opt,name=stage,proto3" json:"stage,omitempty"`
+	Epoch  uint32  `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epochs uint32  `protobuf:"varint,9,opt,name=epochs,proto3" json:"epochs,omitempty"`
+	Step   uint64  `protobuf:"varint,10,opt,name=step,proto3" json:"step,omitempty"`
+	Steps  uint64  `protobuf:"varint,11,opt,name=steps,proto3" json:"steps,omitempty"`
+	Loss   float64 `protobuf:"fixed64,12,opt,name=loss,proto3" json:"loss,omitempty"`
+	// -1 until the first epoch is validated.
+	ValAccuracy     float64 `protobuf:"fixed64,13,opt,name=val_accuracy,json=valAccuracy,proto3" json:"val_accuracy,omitempty"`
+	BestValAccuracy float64 `protobuf:"fixed64,14,opt,name=best_val_accuracy,json=bestValAccuracy,proto3" json:"best_val_accuracy,omitempty"`
+	ExamplesPerS    float64 `protobuf:"fixed64,15,opt,name=examples_per_s,json=examplesPerS,proto3" json:"examples_per_s,omitempty"`
+	EtaMs           int64   `protobuf:"varint,16,opt,name=eta_ms,json=etaMs,proto3" json:"eta_ms,omitempty"`
+	// The vPLM version the job committed (SUCCEEDED) and the one it started from.
+	Version      uint64 `protobuf:"varint,17,opt,name=version,proto3" json:"version,omitempty"`
+	BaseVersion  uint64 `protobuf:"varint,18,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	EarlyStopped bool   `protobuf:"varint,19,opt,name=early_stopped,json=earlyStopped,proto3" json:"early_stopped,omitempty"`
+	// Examples whose representations came from the cache rather than the backbone.
+	CachedExamples     uint64 `protobuf:"varint,20,opt,name=cached_examples,json=cachedExamples,proto3" json:"cached_examples,omitempty"`
+	TrainExamples      uint64 `protobuf:"varint,21,opt,name=train_examples,json=trainExamples,proto3" json:"train_examples,omitempty"`
+	ValidationExamples uint64 `protobuf:"varint,22,opt,name=validation_examples,json=validationExamples,proto3" json:"validation_examples,omitempty"`
+	Error              *Error `protobuf:"bytes,23,opt,name=error,proto3" json:"error,omitempty"`
+	CreatedUnixMs      int64  `protobuf:"varint,24,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	UpdatedUnixMs      int64  `protobuf:"varint,25,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *TrainJob) Reset() {
+	*x = TrainJob{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainJob) ProtoMessage() {}
+
+func (x *TrainJob) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainJob.ProtoReflect.Descriptor instead.
+func (*TrainJob) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TrainJob) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TrainJob) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *TrainJob) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TrainJob) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *TrainJob) GetConfig() *TrainConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *TrainJob) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *TrainJob) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *TrainJob) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TrainJob) GetEpochs() uint32 {
+	if x != nil {
+		return x.Epochs
+	}
+	return 0
+}
+
+func (x *TrainJob) GetStep() uint64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *TrainJob) GetSteps() uint64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *TrainJob) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *TrainJob) GetValAccuracy() float64 {
+	if x != nil {
+		return x.ValAccuracy
+	}
+	return 0
+}
+
+func (x *TrainJob) GetBestValAccuracy() float64 {
+	if x != nil {
+		return x.BestValAccuracy
+	}
+	return 0
+}
+
+func (x *TrainJob) GetExamplesPerS() float64 {
+	if x != nil {
+		return x.ExamplesPerS
+	}
+	return 0
+}
+
+func (x *TrainJob) GetEtaMs() int64 {
+	if x != nil {
+		return x.EtaMs
+	}
+	return 0
+}
+
+func (x *TrainJob) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *TrainJob) GetBaseVersion() uint64 {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return 0
+}
+
+func (x *TrainJob) GetEarlyStopped() bool {
+	if x != nil {
+		return x.EarlyStopped
+	}
+	return false
+}
+
+func (x *TrainJob) GetCachedExamples() uint64 {
+	if x != nil {
+		return x.CachedExamples
+	}
+	return 0
+}
+
+func (x *TrainJob) GetTrainExamples() uint64 {
+	if x != nil {
+		return x.TrainExamples
+	}
+	return 0
+}
+
+func (x *TrainJob) GetValidationExamples() uint64 {
+	if x != nil {
+		return x.ValidationExamples
+	}
+	return 0
+}
+
+func (x *TrainJob) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *TrainJob) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *TrainJob) GetUpdatedUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedUnixMs
+	}
+	return 0
+}
+
+// EvalRequest scores a vPLM on a dataset split (by name) or on uploaded examples.
+type EvalRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Model   string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Dataset string                 `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// Split of a named dataset: "test" (default), "validation" or "train".
+	Split         string `protobuf:"bytes,3,opt,name=split,proto3" json:"split,omitempty"`
+	ExamplesJsonl []byte `protobuf:"bytes,4,opt,name=examples_jsonl,json=examplesJsonl,proto3" json:"examples_jsonl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvalRequest) Reset() {
+	*x = EvalRequest{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvalRequest) ProtoMessage() {}
+
+func (x *EvalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvalRequest.ProtoReflect.Descriptor instead.
+func (*EvalRequest) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *EvalRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EvalRequest) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *EvalRequest) GetSplit() string {
+	if x != nil {
+		return x.Split
+	}
+	return ""
+}
+
+func (x *EvalRequest) GetExamplesJsonl() []byte {
+	if x != nil {
+		return x.ExamplesJsonl
+	}
+	return nil
+}
+
+type EvalReply struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Model    string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Version  uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	N        uint64                 `protobuf:"varint,3,opt,name=n,proto3" json:"n,omitempty"`
+	Accuracy float64                `protobuf:"fixed64,4,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	MacroF1  float64                `protobuf:"fixed64,5,opt,name=macro_f1,json=macroF1,proto3" json:"macro_f1,omitempty"`
+	// Label order of the confusion matrix's rows (gold) and columns (predicted).
+	Labels []string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Row-major, labels x labels.
+	Confusion     []uint64 `protobuf:"varint,7,rep,packed,name=confusion,proto3" json:"confusion,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvalReply) Reset() {
+	*x = EvalReply{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvalReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvalReply) ProtoMessage() {}
+
+func (x *EvalReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvalReply.ProtoReflect.Descriptor instead.
+func (*EvalReply) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *EvalReply) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EvalReply) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *EvalReply) GetN() uint64 {
+	if x != nil {
+		return x.N
+	}
+	return 0
+}
+
+func (x *EvalReply) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
+func (x *EvalReply) GetMacroF1() float64 {
+	if x != nil {
+		return x.MacroF1
+	}
+	return 0
+}
+
+func (x *EvalReply) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *EvalReply) GetConfusion() []uint64 {
+	if x != nil {
+		return x.Confusion
+	}
+	return nil
+}
+
 var File_api_smilepb_smile_proto protoreflect.FileDescriptor
 
 const file_api_smilepb_smile_proto_rawDesc = "" +
@@ -1515,7 +2158,62 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x04vplm\x18\x01 \x01(\v2\x0e.smile.v1.VPLMR\x04vplm\x12%\n" +
 	"\x05error\x18\x02 \x01(\v2\x0f.smile.v1.ErrorR\x05error\"\x18\n" +
 	"\x06Reload\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id*?\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xdc\x01\n" +
+	"\vTrainConfig\x12\x16\n" +
+	"\x06epochs\x18\x01 \x01(\rR\x06epochs\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x02 \x01(\rR\tbatchSize\x12\x0e\n" +
+	"\x02lr\x18\x03 \x01(\x02R\x02lr\x12!\n" +
+	"\fweight_decay\x18\x04 \x01(\x02R\vweightDecay\x12\x16\n" +
+	"\x06warmup\x18\x05 \x01(\x02R\x06warmup\x12\x1b\n" +
+	"\tclip_norm\x18\x06 \x01(\x02R\bclipNorm\x12\x12\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\x12\x1a\n" +
+	"\bpatience\x18\b \x01(\x05R\bpatience\"\x94\x01\n" +
+	"\fTrainRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
+	"\adataset\x18\x02 \x01(\tR\adataset\x12%\n" +
+	"\x0eexamples_jsonl\x18\x03 \x01(\fR\rexamplesJsonl\x12-\n" +
+	"\x06config\x18\x04 \x01(\v2\x15.smile.v1.TrainConfigR\x06config\"\xa3\x06\n" +
+	"\bTrainJob\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x18\n" +
+	"\adataset\x18\x04 \x01(\tR\adataset\x12-\n" +
+	"\x06config\x18\x05 \x01(\v2\x15.smile.v1.TrainConfigR\x06config\x12(\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x12.smile.v1.JobStateR\x05state\x12\x14\n" +
+	"\x05stage\x18\a \x01(\tR\x05stage\x12\x14\n" +
+	"\x05epoch\x18\b \x01(\rR\x05epoch\x12\x16\n" +
+	"\x06epochs\x18\t \x01(\rR\x06epochs\x12\x12\n" +
+	"\x04step\x18\n" +
+	" \x01(\x04R\x04step\x12\x14\n" +
+	"\x05steps\x18\v \x01(\x04R\x05steps\x12\x12\n" +
+	"\x04loss\x18\f \x01(\x01R\x04loss\x12!\n" +
+	"\fval_accuracy\x18\r \x01(\x01R\vvalAccuracy\x12*\n" +
+	"\x11best_val_accuracy\x18\x0e \x01(\x01R\x0fbestValAccuracy\x12$\n" +
+	"\x0eexamples_per_s\x18\x0f \x01(\x01R\fexamplesPerS\x12\x15\n" +
+	"\x06eta_ms\x18\x10 \x01(\x03R\x05etaMs\x12\x18\n" +
+	"\aversion\x18\x11 \x01(\x04R\aversion\x12!\n" +
+	"\fbase_version\x18\x12 \x01(\x04R\vbaseVersion\x12#\n" +
+	"\rearly_stopped\x18\x13 \x01(\bR\fearlyStopped\x12'\n" +
+	"\x0fcached_examples\x18\x14 \x01(\x04R\x0ecachedExamples\x12%\n" +
+	"\x0etrain_examples\x18\x15 \x01(\x04R\rtrainExamples\x12/\n" +
+	"\x13validation_examples\x18\x16 \x01(\x04R\x12validationExamples\x12%\n" +
+	"\x05error\x18\x17 \x01(\v2\x0f.smile.v1.ErrorR\x05error\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x18 \x01(\x03R\rcreatedUnixMs\x12&\n" +
+	"\x0fupdated_unix_ms\x18\x19 \x01(\x03R\rupdatedUnixMs\"z\n" +
+	"\vEvalRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
+	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
+	"\x05split\x18\x03 \x01(\tR\x05split\x12%\n" +
+	"\x0eexamples_jsonl\x18\x04 \x01(\fR\rexamplesJsonl\"\xb6\x01\n" +
+	"\tEvalReply\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\f\n" +
+	"\x01n\x18\x03 \x01(\x04R\x01n\x12\x1a\n" +
+	"\baccuracy\x18\x04 \x01(\x01R\baccuracy\x12\x19\n" +
+	"\bmacro_f1\x18\x05 \x01(\x01R\amacroF1\x12\x16\n" +
+	"\x06labels\x18\x06 \x03(\tR\x06labels\x12\x1c\n" +
+	"\tconfusion\x18\a \x03(\x04R\tconfusion*?\n" +
 	"\x04Task\x12\x14\n" +
 	"\x10TASK_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTASK_CLASSIFY\x10\x01\x12\x0e\n" +
@@ -1524,7 +2222,17 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\vAdapterKind\x12\x17\n" +
 	"\x13ADAPTER_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ADAPTER_BOTTLENECK\x10\x01\x12\x10\n" +
-	"\fADAPTER_LORA\x10\x02B)Z'github.com/smile-vplm/smile/api/smilepbb\x06proto3"
+	"\fADAPTER_LORA\x10\x02*\x8d\x01\n" +
+	"\bJobState\x12\x19\n" +
+	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"JOB_QUEUED\x10\x01\x12\x0f\n" +
+	"\vJOB_CACHING\x10\x02\x12\x10\n" +
+	"\fJOB_TRAINING\x10\x03\x12\x11\n" +
+	"\rJOB_SUCCEEDED\x10\x04\x12\x0e\n" +
+	"\n" +
+	"JOB_FAILED\x10\x05\x12\x10\n" +
+	"\fJOB_CANCELED\x10\x06B)Z'github.com/smile-vplm/smile/api/smilepbb\x06proto3"
 
 var (
 	file_api_smilepb_smile_proto_rawDescOnce sync.Once
@@ -1538,54 +2246,64 @@ func file_api_smilepb_smile_proto_rawDescGZIP() []byte {
 	return file_api_smilepb_smile_proto_rawDescData
 }
 
-var file_api_smilepb_smile_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_api_smilepb_smile_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_api_smilepb_smile_proto_goTypes = []any{
 	(Task)(0),               // 0: smile.v1.Task
 	(AdapterKind)(0),        // 1: smile.v1.AdapterKind
-	(*AdapterConfig)(nil),   // 2: smile.v1.AdapterConfig
-	(*VPLM)(nil),            // 3: smile.v1.VPLM
-	(*Tenant)(nil),          // 4: smile.v1.Tenant
-	(*CatalogCommand)(nil),  // 5: smile.v1.CatalogCommand
-	(*CreateVPLM)(nil),      // 6: smile.v1.CreateVPLM
-	(*DeleteVPLM)(nil),      // 7: smile.v1.DeleteVPLM
-	(*NewVersion)(nil),      // 8: smile.v1.NewVersion
-	(*PutTenant)(nil),       // 9: smile.v1.PutTenant
-	(*ClassifyRequest)(nil), // 10: smile.v1.ClassifyRequest
-	(*ClassifyReply)(nil),   // 11: smile.v1.ClassifyReply
-	(*Prediction)(nil),      // 12: smile.v1.Prediction
-	(*EmbedRequest)(nil),    // 13: smile.v1.EmbedRequest
-	(*EmbedReply)(nil),      // 14: smile.v1.EmbedReply
-	(*Vector)(nil),          // 15: smile.v1.Vector
-	(*Timings)(nil),         // 16: smile.v1.Timings
-	(*Error)(nil),           // 17: smile.v1.Error
-	(*GetVPLM)(nil),         // 18: smile.v1.GetVPLM
-	(*GetVPLMReply)(nil),    // 19: smile.v1.GetVPLMReply
-	(*Reload)(nil),          // 20: smile.v1.Reload
+	(JobState)(0),           // 2: smile.v1.JobState
+	(*AdapterConfig)(nil),   // 3: smile.v1.AdapterConfig
+	(*VPLM)(nil),            // 4: smile.v1.VPLM
+	(*Tenant)(nil),          // 5: smile.v1.Tenant
+	(*CatalogCommand)(nil),  // 6: smile.v1.CatalogCommand
+	(*CreateVPLM)(nil),      // 7: smile.v1.CreateVPLM
+	(*DeleteVPLM)(nil),      // 8: smile.v1.DeleteVPLM
+	(*NewVersion)(nil),      // 9: smile.v1.NewVersion
+	(*PutTenant)(nil),       // 10: smile.v1.PutTenant
+	(*ClassifyRequest)(nil), // 11: smile.v1.ClassifyRequest
+	(*ClassifyReply)(nil),   // 12: smile.v1.ClassifyReply
+	(*Prediction)(nil),      // 13: smile.v1.Prediction
+	(*EmbedRequest)(nil),    // 14: smile.v1.EmbedRequest
+	(*EmbedReply)(nil),      // 15: smile.v1.EmbedReply
+	(*Vector)(nil),          // 16: smile.v1.Vector
+	(*Timings)(nil),         // 17: smile.v1.Timings
+	(*Error)(nil),           // 18: smile.v1.Error
+	(*GetVPLM)(nil),         // 19: smile.v1.GetVPLM
+	(*GetVPLMReply)(nil),    // 20: smile.v1.GetVPLMReply
+	(*Reload)(nil),          // 21: smile.v1.Reload
+	(*TrainConfig)(nil),     // 22: smile.v1.TrainConfig
+	(*TrainRequest)(nil),    // 23: smile.v1.TrainRequest
+	(*TrainJob)(nil),        // 24: smile.v1.TrainJob
+	(*EvalRequest)(nil),     // 25: smile.v1.EvalRequest
+	(*EvalReply)(nil),       // 26: smile.v1.EvalReply
 }
 var file_api_smilepb_smile_proto_depIdxs = []int32{
 	1,  // 0: smile.v1.AdapterConfig.kind:type_name -> smile.v1.AdapterKind
 	0,  // 1: smile.v1.VPLM.task:type_name -> smile.v1.Task
-	2,  // 2: smile.v1.VPLM.adapter:type_name -> smile.v1.AdapterConfig
-	6,  // 3: smile.v1.CatalogCommand.create:type_name -> smile.v1.CreateVPLM
-	7,  // 4: smile.v1.CatalogCommand.delete:type_name -> smile.v1.DeleteVPLM
-	8,  // 5: smile.v1.CatalogCommand.new_version:type_name -> smile.v1.NewVersion
-	9,  // 6: smile.v1.CatalogCommand.put_tenant:type_name -> smile.v1.PutTenant
-	3,  // 7: smile.v1.CreateVPLM.vplm:type_name -> smile.v1.VPLM
-	4,  // 8: smile.v1.PutTenant.tenant:type_name -> smile.v1.Tenant
-	12, // 9: smile.v1.ClassifyReply.predictions:type_name -> smile.v1.Prediction
-	16, // 10: smile.v1.ClassifyReply.timings:type_name -> smile.v1.Timings
-	17, // 11: smile.v1.ClassifyReply.error:type_name -> smile.v1.Error
-	15, // 12: smile.v1.EmbedReply.embeddings:type_name -> smile.v1.Vector
-	16, // 13: smile.v1.EmbedReply.timings:type_name -> smile.v1.Timings
-	17, // 14: smile.v1.EmbedReply.error:type_name -> smile.v1.Error
-	3,  // 15: smile.v1.GetVPLMReply.vplm:type_name -> smile.v1.VPLM
-	17, // 16: smile.v1.GetVPLMReply.error:type_name -> smile.v1.Error
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	3,  // 2: smile.v1.VPLM.adapter:type_name -> smile.v1.AdapterConfig
+	7,  // 3: smile.v1.CatalogCommand.create:type_name -> smile.v1.CreateVPLM
+	8,  // 4: smile.v1.CatalogCommand.delete:type_name -> smile.v1.DeleteVPLM
+	9,  // 5: smile.v1.CatalogCommand.new_version:type_name -> smile.v1.NewVersion
+	10, // 6: smile.v1.CatalogCommand.put_tenant:type_name -> smile.v1.PutTenant
+	4,  // 7: smile.v1.CreateVPLM.vplm:type_name -> smile.v1.VPLM
+	5,  // 8: smile.v1.PutTenant.tenant:type_name -> smile.v1.Tenant
+	13, // 9: smile.v1.ClassifyReply.predictions:type_name -> smile.v1.Prediction
+	17, // 10: smile.v1.ClassifyReply.timings:type_name -> smile.v1.Timings
+	18, // 11: smile.v1.ClassifyReply.error:type_name -> smile.v1.Error
+	16, // 12: smile.v1.EmbedReply.embeddings:type_name -> smile.v1.Vector
+	17, // 13: smile.v1.EmbedReply.timings:type_name -> smile.v1.Timings
+	18, // 14: smile.v1.EmbedReply.error:type_name -> smile.v1.Error
+	4,  // 15: smile.v1.GetVPLMReply.vplm:type_name -> smile.v1.VPLM
+	18, // 16: smile.v1.GetVPLMReply.error:type_name -> smile.v1.Error
+	22, // 17: smile.v1.TrainRequest.config:type_name -> smile.v1.TrainConfig
+	22, // 18: smile.v1.TrainJob.config:type_name -> smile.v1.TrainConfig
+	2,  // 19: smile.v1.TrainJob.state:type_name -> smile.v1.JobState
+	18, // 20: smile.v1.TrainJob.error:type_name -> smile.v1.Error
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_api_smilepb_smile_proto_init() }
@@ -1605,8 +2323,8 @@ func file_api_smilepb_smile_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_smilepb_smile_proto_rawDesc), len(file_api_smilepb_smile_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   19,
+			NumEnums:      3,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

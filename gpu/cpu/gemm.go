@@ -322,3 +322,14 @@ func (d *Device) segmentedCheck(tB bool, x gpu.Mat, segs []gpu.Segment, y gpu.Ma
 	}
 	return nil
 }
+
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C on host slices, row-major
+// (op(A) is m x k, op(B) k x n, C m x n; lda, ldb and ldc are the stored
+// row strides), with the device's backend and thread budget. It is the
+// GEMM of host-side computations that run on the device's goroutine, such
+// as the trainer's backward passes (model/train). The caller guarantees
+// the slices are long enough and C does not overlap A or B.
+func (d *Device) Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	g := gemmArgs{tA: tA, tB: tB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc}
+	d.gemm(&g)
+}
