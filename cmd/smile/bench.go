@@ -28,12 +28,14 @@ type benchOpts struct {
 	backbones []string
 	serve     serveFlags
 	cpuprof   string
+	tasks     []string
+	methods   []string
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
 	o := &benchOpts{}
 	cmd := &cobra.Command{
-		Use:   "bench gemm|forward|serve",
+		Use:   "bench gemm|forward|serve|train|accuracy",
 		Short: "Benchmarks of the compute path, printed as JSON lines",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -52,14 +54,30 @@ func newBenchCmd(g *globals) *cobra.Command {
 				return benchForward(cmd.Context(), g, o, out)
 			case "serve":
 				return benchServe(cmd.Context(), g, o, out)
+			case "train":
+				return benchTrain(cmd.Context(), g, o, out)
+			case "accuracy":
+				for _, t := range o.tasks {
+					if !slices.Contains(accTasks, t) {
+						return usagef("--task %q: want one of %v", t, accTasks)
+					}
+				}
+				for _, m := range o.methods {
+					if !slices.ContainsFunc(accMethods, func(a accMethod) bool { return a.name == m }) {
+						return usagef("--method %q: want linear, adapter, lora or full", m)
+					}
+				}
+				return benchAccuracy(cmd.Context(), g, o, out)
 			default:
-				return usagef("bench: unknown benchmark %q (want gemm, forward or serve)", args[0])
+				return usagef("bench: unknown benchmark %q (want gemm, forward, serve, train or accuracy)", args[0])
 			}
 		},
 	}
 	cmd.Flags().BoolVar(&o.quick, "quick", false, "short runs (the whole benchmark in well under 60 s)")
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "JSON lines (the only output format today; accepted for scripts)")
-	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve: backbones to measure")
+	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve, train: backbones to measure")
+	cmd.Flags().StringSliceVar(&o.tasks, "task", accTasks, "accuracy: datasets to train on (--quick: imdb and spam)")
+	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, lora, full)")
 	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	addServeFlags(cmd.Flags(), &o.serve)
 	return cmd

@@ -45,7 +45,8 @@ const (
 type Config struct {
 	Epochs      int
 	BatchSize   int
-	LR          float32
+	LR          float32 // the adapter's (or, in full fine-tuning, the backbone's) peak learning rate
+	HeadLR      float32 // the head's peak learning rate (a head on frozen normalised features needs a larger one)
 	WeightDecay float32
 	Warmup      float32 // fraction of the run's steps with a linear warm-up
 	ClipNorm    float32 // global gradient-norm clip; < 0 disables

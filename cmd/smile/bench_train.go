@@ -1,0 +1,433 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/smile-vplm/smile/internal/datasets"
+	"github.com/smile-vplm/smile/internal/zoo"
+	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/model/bert"
+	"github.com/smile-vplm/smile/model/train"
+)
+
+// task is a labelled dataset tokenized for one backbone.
+type task struct {
+	name             string
+	labels           []string
+	train, val, test *train.Texts
+	skipped          int // examples whose text has no token
+}
+
+// loadTask reads a dataset pulled into the data dir (pulling it on first
+// use) and tokenizes it exactly as serving does.
+func loadTask(ctx context.Context, g *globals, bb model.Backbone, name string) (*task, error) {
+	meta, err := datasets.ReadMeta(g.dataDir, name)
+	if errors.Is(err, datasets.ErrNotPulled) {
+		meta, err = datasets.Pull(ctx, g.dataDir, name, "", stderrProgress)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t := &task{name: name, labels: meta.Labels}
+	index := map[string]int{}
+	for i, l := range meta.Labels {
+		index[l] = i
+	}
+	for _, split := range []string{"train", "validation", "test"} {
+		exs, err := datasets.ReadSplit(g.dataDir, name, split)
+		if err != nil {
+			return nil, err
+		}
+		tx := &train.Texts{}
+		for _, ex := range exs {
+			ids, err := bb.Tokenizer().Encode(ex.Text)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", name, split, err)
+			}
+			if len(ids) == 0 {
+				t.skipped++
+				continue
+			}
+			li, ok := index[ex.Label]
+			if !ok {
+				return nil, fmt.Errorf("%s %s: label %q is not in the dataset's labels %v", name, split, ex.Label, meta.Labels)
+			}
+			tx.IDs = append(tx.IDs, bb.Prepare(ids))
+			tx.Labels = append(tx.Labels, li)
+		}
+		switch split {
+		case "train":
+			t.train = tx
+		case "validation":
+			t.val = tx
+		default:
+			t.test = tx
+		}
+	}
+	return t, nil
+}
+
+// head keeps the first n examples of each label class in turn (a
+// stratified prefix, for quick runs).
+func headStratified(t *train.Texts, n int) *train.Texts {
+	if n >= t.Len() {
+		return t
+	}
+	var idx []int
+	taken := map[int]int{}
+	classes := 0
+	for _, l := range t.Labels {
+		classes = max(classes, l+1)
+	}
+	for i, l := range t.Labels {
+		if taken[l] < (n+classes-1)/classes {
+			taken[l]++
+			idx = append(idx, i)
+		}
+		if len(idx) == n {
+			break
+		}
+	}
+	return t.Subset(idx)
+}
+
+// accuracyLine is one line of `smile bench accuracy`.
+type accuracyLine struct {
+	Bench    string  `json:"bench"`
+	Task     string  `json:"task"`
+	Method   string  `json:"method"`
+	AccMean  float64 `json:"acc_mean"`
+	AccStd   float64 `json:"acc_std"`
+	F1Mean   float64 `json:"f1_mean"`
+	Seeds    int     `json:"seeds"`
+	EpochS   float64 `json:"epoch_s"`
+	Epochs   float64 `json:"epochs_mean"` // epochs run (early stopping)
+	Backbone string  `json:"backbone"`
+	Train    int     `json:"train"`
+	Test     int     `json:"test"`
+	Quick    bool    `json:"quick,omitempty"`
+}
+
+// accTasks are the accuracy benchmark's datasets.
+var accTasks = []string{"spam", "imdb", "yelp", "amazon"}
+
+// accMethod is one column of the accuracy table.
+type accMethod struct {
+	name    string
+	method  train.Method
+	adapter model.AdapterKind
+}
+
+var accMethods = []accMethod{
+	{"linear", train.MethodHead, model.AdapterBottleneck},
+	{"adapter", train.MethodAdapter, model.AdapterBottleneck},
+	{"lora", train.MethodAdapter, model.AdapterLoRA},
+	{"full", train.MethodFull, model.AdapterBottleneck},
+}
+
+// benchAccuracy trains every method on every task with 3 seeds and prints
+// test-split accuracy and macro-F1 (mean and std over seeds).
+func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) error {
+	bb, err := g.backbone(ctx, zoo.DefaultModel)
+	if err != nil {
+		return err
+	}
+	defer bb.Close()
+	spec, err := bb.(model.Trainable).TrainSpec()
+	if err != nil {
+		return err
+	}
+	blas, ok := bb.Device().(train.BLAS)
+	if !ok {
+		return fmt.Errorf("bench accuracy: device %s has no host GEMM", bb.Device().Name())
+	}
+	tasks := o.tasks
+	seeds := 3
+	if o.quick && len(tasks) == len(accTasks) {
+		tasks = []string{"imdb", "spam"}
+	}
+	if o.quick {
+		seeds = 1
+	}
+	methods := accMethods
+	if len(o.methods) > 0 {
+		methods = nil
+		for _, m := range accMethods {
+			if slices.Contains(o.methods, m.name) {
+				methods = append(methods, m)
+			}
+		}
+	}
+	for _, name := range tasks {
+		t, err := loadTask(ctx, g, bb, name)
+		if err != nil {
+			return err
+		}
+		if o.quick {
+			t.train, t.val, t.test = headStratified(t.train, 160), headStratified(t.val, 60), headStratified(t.test, 100)
+		}
+		// Representations are computed once per task and input layer and
+		// shared by every method and seed, as the trainer's cache is.
+		cache := map[[2]int][3]train.Dataset{}
+		for _, m := range methods {
+			var accs, f1s, epochS, epochs []float64
+			for seed := 1; seed <= seeds; seed++ {
+				ps := model.ParamsSpec{Adapter: m.adapter, Rank: model.DefaultRank, Head: model.HeadClassify, Labels: t.labels}
+				p, err := model.NewParams(bb, ps, uint64(seed))
+				if err != nil {
+					return err
+				}
+				cfg := train.Config{Seed: uint64(seed)}
+				if o.quick {
+					cfg.Epochs = 3
+				}
+				e, err := train.New(spec, p, m.method, cfg, blas)
+				if err != nil {
+					return err
+				}
+				kind, layer := e.Input()
+				key := [2]int{int(kind), layer}
+				sets, ok := cache[key]
+				if !ok {
+					for i, tx := range []*train.Texts{t.train, t.val, t.test} {
+						ds, err := train.Precompute(ctx, bb, kind, layer, tx, nil)
+						if err != nil {
+							return err
+						}
+						sets[i] = ds
+					}
+					cache[key] = sets
+				}
+				res, err := train.Fit(ctx, e, sets[0], sets[1], train.FitOptions{})
+				if err != nil {
+					return fmt.Errorf("%s %s seed %d: %w", name, m.name, seed, err)
+				}
+				pred, gold, err := train.Predictions(ctx, e, sets[2], nil)
+				if err != nil {
+					return err
+				}
+				mt := train.Evaluate(pred, gold, len(t.labels))
+				accs, f1s = append(accs, mt.Accuracy), append(f1s, mt.MacroF1)
+				epochS, epochs = append(epochS, res.EpochSeconds), append(epochs, float64(res.Epochs))
+				fmt.Fprintf(os.Stderr, "accuracy %s %s seed %d: test %.4f (best val %.4f at epoch %d of %d, %.2f s/epoch)\n",
+					name, m.name, seed, mt.Accuracy, res.BestValAccuracy, res.BestEpoch, res.Epochs, res.EpochSeconds)
+			}
+			mean, std := meanStd(accs)
+			f1, _ := meanStd(f1s)
+			es, _ := meanStd(epochS)
+			ep, _ := meanStd(epochs)
+			if err := emit(w, accuracyLine{Bench: "accuracy", Task: name, Method: m.name, AccMean: round(mean, 4), AccStd: round(std, 4),
+				F1Mean: round(f1, 4), Seeds: seeds, EpochS: round(es, 3), Epochs: ep, Backbone: bb.Info().Name,
+				Train: t.train.Len(), Test: t.test.Len(), Quick: o.quick}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// meanStd is the mean and the sample standard deviation (0 for one value).
+func meanStd(v []float64) (mean, std float64) {
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(len(v))
+	if len(v) < 2 {
+		return mean, 0
+	}
+	for _, x := range v {
+		std += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(std / float64(len(v)-1))
+}
+
+// trainLine is one line of `smile bench train`.
+type trainLine struct {
+	Bench    string  `json:"bench"`
+	Backbone string  `json:"backbone"`
+	Cached   bool    `json:"cached"`
+	EpochS   float64 `json:"epoch_s"`
+	Speedup  float64 `json:"speedup"` // uncached epoch time over cached, same run
+	Layers   []int   `json:"adapter_layers"`
+	Examples int     `json:"examples"`
+	Tokens   int     `json:"tokens"`
+	CacheS   float64 `json:"cache_build_s,omitempty"` // one-time cost of the cache (cached line)
+	Rounds   int     `json:"rounds"`
+}
+
+// benchTrain times adapter-training epochs from the representation cache
+// against epochs that run the frozen lower layers every time, interleaved
+// round by round (the machine is shared), for use-lite on imdb and for
+// BERT-base geometry (random weights, 128-token sequences) with adapters on
+// its top 4 of 12 layers.
+func benchTrain(ctx context.Context, g *globals, o *benchOpts, w io.Writer) error {
+	rounds := 3
+	if o.quick {
+		rounds = 2
+	}
+	for _, name := range o.backbones {
+		var (
+			bb     model.Backbone
+			texts  *train.Texts
+			layers []int
+			labels = []string{"0", "1"}
+			err    error
+		)
+		switch name {
+		case "use-lite":
+			if bb, err = g.backbone(ctx, zoo.DefaultModel); err != nil {
+				return err
+			}
+			t, err := loadTask(ctx, g, bb, "imdb")
+			if err != nil {
+				bb.Close()
+				return err
+			}
+			texts, labels = t.train, t.labels
+			if o.quick {
+				texts = headStratified(texts, 320)
+			}
+			layers = model.DefaultAdapterLayers(bb.Info().Layers)
+		case "bert-base":
+			dev, err := g.device()
+			if err != nil {
+				return err
+			}
+			if bb, err = bert.NewRandom(dev, bert.BaseConfig(), 1); err != nil {
+				return err
+			}
+			n := 128
+			if o.quick {
+				n = 32
+			}
+			texts = randomTexts(bb.Info().VocabSize, n, 128, 2)
+			layers = []int{9, 10, 11, 12}
+		default:
+			return usagef("--backbone %q: want use-lite or bert-base", name)
+		}
+		if err := benchTrainOne(ctx, bb, texts, layers, labels, rounds, w); err != nil {
+			bb.Close()
+			return err
+		}
+		bb.Close()
+	}
+	return nil
+}
+
+// randomTexts makes n sequences of length ids each with random labels.
+func randomTexts(vocab, n, length, classes int) *train.Texts {
+	rng := rand.New(rand.NewPCG(7, 7))
+	t := &train.Texts{}
+	for range n {
+		s := make([]int32, length)
+		for i := range s {
+			s[i] = int32(1 + rng.IntN(vocab-1))
+		}
+		t.IDs = append(t.IDs, s)
+		t.Labels = append(t.Labels, rng.IntN(classes))
+	}
+	return t
+}
+
+func benchTrainOne(ctx context.Context, bb model.Backbone, texts *train.Texts, layers []int, labels []string, rounds int, w io.Writer) error {
+	spec, err := bb.(model.Trainable).TrainSpec()
+	if err != nil {
+		return err
+	}
+	blas, ok := bb.Device().(train.BLAS)
+	if !ok {
+		return fmt.Errorf("bench train: device %s has no host GEMM", bb.Device().Name())
+	}
+	p, err := model.NewParams(bb, model.ParamsSpec{Adapter: model.AdapterBottleneck, Rank: model.DefaultRank, Layers: layers,
+		Head: model.HeadClassify, Labels: labels}, 1)
+	if err != nil {
+		return err
+	}
+	e, err := train.New(spec, p, train.MethodAdapter, train.Config{}, blas)
+	if err != nil {
+		return err
+	}
+	kind, layer := e.Input()
+	start := time.Now()
+	cached, err := train.Precompute(ctx, bb, kind, layer, texts, nil)
+	if err != nil {
+		return err
+	}
+	build := time.Since(start).Seconds()
+	uncached := train.Uncached(bb, kind, layer, texts)
+	tokens := 0
+	for _, s := range texts.IDs {
+		tokens += len(s)
+	}
+	var tc, tu []float64
+	for range rounds {
+		for _, c := range []struct {
+			ds  train.Dataset
+			out *[]float64
+		}{{cached, &tc}, {uncached, &tu}} {
+			s, err := timeEpoch(ctx, e, c.ds)
+			if err != nil {
+				return err
+			}
+			*c.out = append(*c.out, s)
+		}
+	}
+	mc, mu := median(tc), median(tu)
+	info := bb.Info()
+	name := info.Name
+	if info.Family == bert.Family {
+		name = "bert-base"
+	}
+	for _, l := range []trainLine{
+		{Bench: "train", Backbone: name, Cached: true, EpochS: round(mc, 3), Speedup: round(mu/mc, 2), Layers: layers,
+			Examples: texts.Len(), Tokens: tokens, CacheS: round(build, 3), Rounds: rounds},
+		{Bench: "train", Backbone: name, Cached: false, EpochS: round(mu, 3), Speedup: 1, Layers: layers,
+			Examples: texts.Len(), Tokens: tokens, Rounds: rounds},
+	} {
+		if err := emit(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// timeEpoch runs one training epoch (batches of the engine's size, fixed
+// order) and returns its wall time in seconds.
+func timeEpoch(ctx context.Context, e *train.Engine, ds train.Dataset) (float64, error) {
+	bs := e.Config().BatchSize
+	n := ds.Len()
+	idx := make([]int, 0, bs)
+	start := time.Now()
+	for b := 0; b < n; b += bs {
+		idx = idx[:0]
+		for i := b; i < min(b+bs, n); i++ {
+			idx = append(idx, i)
+		}
+		in, labels, err := ds.Load(ctx, idx)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := e.Step(in, labels); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start).Seconds(), nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

@@ -1,0 +1,199 @@
+package train
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/smile-vplm/smile/model"
+)
+
+// ComputeInputs runs the frozen part of bb over prepared ids and returns
+// what an engine whose Input() is (kind, layer) takes: the hidden states at
+// layer boundary layer (InputStates), the pooled output (InputPooled) or
+// the ids themselves (InputIDs). It uses bb's device, so it runs on the
+// goroutine that owns it (a device actor's work item, a benchmark).
+func ComputeInputs(ctx context.Context, bb model.Backbone, kind InputKind, layer int, ids [][]int32) (*Inputs, error) {
+	if kind == InputIDs {
+		return &Inputs{IDs: ids}, nil
+	}
+	if kind != InputStates && kind != InputPooled {
+		return nil, fmt.Errorf("%w: train: input kind %d", model.ErrBadInput, kind)
+	}
+	st, err := bb.Embed(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer bb.Release(st)
+	if kind == InputPooled {
+		h := make([]float32, len(ids)*bb.Info().OutputDim)
+		if pr, ok := bb.(model.PoolRunner); ok {
+			err = pr.RunPool(ctx, st, h)
+		} else if err = bb.RunLayers(ctx, st, bb.Info().Layers, nil); err == nil {
+			err = bb.Pool(ctx, st, h)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &Inputs{H: h}, nil
+	}
+	if err := bb.RunLayers(ctx, st, layer, nil); err != nil {
+		return nil, err
+	}
+	h := make([]float32, st.H.Rows*st.H.Cols)
+	if err := bb.Device().Download(h, st.H); err != nil {
+		return nil, err
+	}
+	return &Inputs{Offsets: st.Offsets, H: h}, nil
+}
+
+// Texts is a tokenized labelled dataset: prepared ids and label indices.
+type Texts struct {
+	IDs    [][]int32
+	Labels []int
+}
+
+// Len is the number of examples.
+func (t *Texts) Len() int { return len(t.IDs) }
+
+// Subset returns the examples idx, in order (views, not copies).
+func (t *Texts) Subset(idx []int) *Texts {
+	s := &Texts{IDs: make([][]int32, len(idx)), Labels: make([]int, len(idx))}
+	for i, j := range idx {
+		s.IDs[i], s.Labels[i] = t.IDs[j], t.Labels[j]
+	}
+	return s
+}
+
+// Uncached is a Dataset that computes every batch's inputs through the
+// backbone on every Load: what training costs without the representation
+// cache (the benchmark's baseline).
+func Uncached(bb model.Backbone, kind InputKind, layer int, texts *Texts) Dataset {
+	return &uncached{bb: bb, kind: kind, layer: layer, texts: texts}
+}
+
+type uncached struct {
+	bb    model.Backbone
+	kind  InputKind
+	layer int
+	texts *Texts
+}
+
+func (u *uncached) Len() int { return u.texts.Len() }
+
+func (u *uncached) Load(ctx context.Context, idx []int) (*Inputs, []int, error) {
+	sub := u.texts.Subset(idx)
+	in, err := ComputeInputs(ctx, u.bb, u.kind, u.layer, sub.IDs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return in, sub.Labels, nil
+}
+
+// Memory is a Dataset of precomputed inputs held in memory as fp16 (the
+// precision of the stored representation cache).
+type Memory struct {
+	kind   InputKind
+	width  int
+	rows   [][]byte  // per example: its rows as fp16
+	ids    [][]int32 // InputIDs
+	labels []int
+}
+
+// maxBatchTokens bounds one Precompute batch (as a device batch is).
+const maxBatchTokens = 4096
+
+// Precompute computes every example's inputs once, in batches of at most
+// 64 texts or 4,096 tokens, each batch run through exec (nil: inline).
+func Precompute(ctx context.Context, bb model.Backbone, kind InputKind, layer int, texts *Texts,
+	exec func(ctx context.Context, tokens int, work func() error) error) (*Memory, error) {
+	if exec == nil {
+		exec = func(_ context.Context, _ int, work func() error) error { return work() }
+	}
+	m := &Memory{kind: kind, labels: texts.Labels}
+	if kind == InputIDs {
+		m.ids = texts.IDs
+		return m, nil
+	}
+	m.rows = make([][]byte, texts.Len())
+	for b := 0; b < texts.Len(); {
+		e, tokens := b, 0
+		for e < texts.Len() && e-b < 64 && (e == b || tokens+len(texts.IDs[e]) <= maxBatchTokens) {
+			tokens += len(texts.IDs[e])
+			e++
+		}
+		var in *Inputs
+		if err := exec(ctx, tokens, func() error {
+			var err error
+			in, err = ComputeInputs(ctx, bb, kind, layer, texts.IDs[b:e])
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		n := e - b
+		if kind == InputPooled {
+			m.width = len(in.H) / n
+		} else {
+			m.width = len(in.H) / in.Offsets[n]
+		}
+		for i := 0; i < n; i++ {
+			r0, r1 := i, i+1
+			if kind == InputStates {
+				r0, r1 = in.Offsets[i], in.Offsets[i+1]
+			}
+			buf := make([]byte, 2*(r1-r0)*m.width)
+			if bad := model.EncodeHalves(buf, in.H[r0*m.width:r1*m.width]); bad >= 0 {
+				return nil, fmt.Errorf("%w: train: example %d: a representation value does not fit fp16", model.ErrBadInput, b+i)
+			}
+			m.rows[b+i] = buf
+		}
+		b = e
+	}
+	return m, nil
+}
+
+// Len is the number of examples.
+func (m *Memory) Len() int { return len(m.labels) }
+
+// Bytes is the size of the stored representations.
+func (m *Memory) Bytes() int64 {
+	var n int64
+	for _, r := range m.rows {
+		n += int64(len(r))
+	}
+	return n
+}
+
+// Load decodes examples idx.
+func (m *Memory) Load(_ context.Context, idx []int) (*Inputs, []int, error) {
+	labels := make([]int, len(idx))
+	for i, j := range idx {
+		labels[i] = m.labels[j]
+	}
+	if m.kind == InputIDs {
+		ids := make([][]int32, len(idx))
+		for i, j := range idx {
+			ids[i] = m.ids[j]
+		}
+		return &Inputs{IDs: ids}, labels, nil
+	}
+	total := 0
+	for _, j := range idx {
+		total += len(m.rows[j]) / 2
+	}
+	in := &Inputs{H: make([]float32, total)}
+	if m.kind == InputStates {
+		in.Offsets = make([]int, 1, len(idx)+1)
+	}
+	off := 0
+	for _, j := range idx {
+		n := len(m.rows[j]) / 2
+		if err := model.DecodeHalves(in.H[off:off+n], m.rows[j]); err != nil {
+			return nil, nil, err
+		}
+		off += n
+		if m.kind == InputStates {
+			in.Offsets = append(in.Offsets, off/m.width)
+		}
+	}
+	return in, labels, nil
+}
