@@ -39,6 +39,11 @@ const (
 	InputIDs    InputKind = iota + 1 // token ids (MethodFull)
 	InputStates                      // hidden states at a layer boundary (MethodAdapter)
 	InputPooled                      // the backbone's pooled output, one row per text (MethodHead)
+	// InputAttended: for a first adapted layer L whose adapter is a
+	// bottleneck (it acts after the attention sublayer), H holds the states
+	// at boundary L-1 and Z layer L's attention sublayer output z, so an
+	// epoch skips that layer's projections and attention altogether.
+	InputAttended
 )
 
 // Config are a run's hyperparameters. Zero fields take Defaults' values.
@@ -57,8 +62,9 @@ type Config struct {
 
 // Inputs is a minibatch at the engine's input (see Engine.Input).
 type Inputs struct {
-	Offsets []int     // sequence s owns rows [Offsets[s], Offsets[s+1]) of H (InputStates)
-	H       []float32 // InputStates: rows x width; InputPooled: one row per text
+	Offsets []int     // sequence s owns rows [Offsets[s], Offsets[s+1]) of H (InputStates, InputAttended)
+	H       []float32 // InputStates, InputAttended: rows x width; InputPooled: one row per text
+	Z       []float32 // InputAttended: rows x the layer's output width
 	IDs     [][]int32 // InputIDs: prepared token ids
 }
 

@@ -56,6 +56,7 @@ type blockAct struct {
 	out     []float32 // [T, Out] (PreLN tail: [S, Out] pooled)
 	faPool  []float32 // PreLN tail: mean-pooled fa [S, FFN]
 	tail    tailMode
+	zGiven  bool      // the block started from a given attention output
 	xr      []float32 // residual input rows: x, or its first rows (tailFirst)
 	R       int       // rows after attention: T, or S (tailFirst)
 	offsets []int
@@ -76,13 +77,21 @@ const (
 // mean(y) + mean(fa) W2 + b2). With tailFirst the output is the first row
 // of each sequence [S, Out]: only those rows' queries attend, and every
 // step after attention runs on S rows instead of T.
-func (e *Engine) blockForward(bw *blockWeights, ad *adapterWeights, x []float32, offsets []int, tail tailMode) *blockAct {
+//
+// A non-nil zIn is the layer's attention sublayer output, computed earlier
+// (InputAttended): the projections and attention are skipped, and so is
+// their backward pass (the block's only trainable part is then its
+// bottleneck adapter).
+func (e *Engine) blockForward(bw *blockWeights, ad *adapterWeights, x, zIn []float32, offsets []int, tail tailMode) *blockAct {
 	s := bw.spec
 	T := offsets[len(offsets)-1]
 	S := len(offsets) - 1
 	ar := &e.ar
 	a := &blockAct{T: T, x: x, offsets: offsets, tail: tail}
-	A, In, Out, F := s.Attention, s.In, s.Out, s.FFN
+	A, In, Out := s.Attention, s.In, s.Out
+	if zIn != nil {
+		return e.blockFromZ(bw, ad, a, x, zIn, tail)
+	}
 	xin := x
 	if s.PreLN {
 		a.h, a.m1, a.r1 = ar.get(T*In), ar.get(T), ar.get(T)
@@ -114,9 +123,36 @@ func (e *Engine) blockForward(bw *blockWeights, ad *adapterWeights, x []float32,
 		Attention(e.blas, a.att, a.probs, a.qkv, offsets, s.Heads, A, s.QueryScale)
 	}
 	a.R = R
-	T = R // from here on every step runs on the attention's output rows
-	a.z = ar.get(T * Out)
-	Linear(e.blas, a.z, a.att, T, A, Out, bw.outW.v, bw.outB.v)
+	a.z = ar.get(R * Out)
+	Linear(e.blas, a.z, a.att, R, A, Out, bw.outW.v, bw.outB.v)
+	return e.blockAfterZ(bw, ad, a)
+}
+
+// blockFromZ starts a block from a given attention output z ([T, Out]).
+func (e *Engine) blockFromZ(bw *blockWeights, ad *adapterWeights, a *blockAct, x, z []float32, tail tailMode) *blockAct {
+	s := bw.spec
+	In, Out := s.In, s.Out
+	a.zGiven = true
+	a.R, a.xr, a.z = a.T, x, z
+	if tail == tailFirst {
+		S := len(a.offsets) - 1
+		a.R = S
+		a.xr, a.z = e.ar.get(S*In), e.ar.get(S*Out)
+		for i := 0; i < S; i++ {
+			copy(a.xr[i*In:(i+1)*In], x[a.offsets[i]*In:])
+			copy(a.z[i*Out:(i+1)*Out], z[a.offsets[i]*Out:])
+		}
+	}
+	return e.blockAfterZ(bw, ad, a)
+}
+
+// blockAfterZ runs the rest of a block from its attention output a.z
+// (a.R rows, with a.xr the residual input rows).
+func (e *Engine) blockAfterZ(bw *blockWeights, ad *adapterWeights, a *blockAct) *blockAct {
+	s := bw.spec
+	In, Out, F := s.In, s.Out, s.FFN
+	ar := &e.ar
+	T, S, offsets, tail := a.R, len(a.offsets)-1, a.offsets, a.tail
 	// s1 = r + z'
 	a.s1 = ar.get(T * Out)
 	if bw.resW.v != nil {
@@ -222,6 +258,9 @@ func (e *Engine) blockBackward(bw *blockWeights, ad *adapterWeights, a *blockAct
 	below := needX || lora || bw.qkvW.trainable() || bw.outW.trainable()
 	if !below {
 		return nil
+	}
+	if a.zGiven {
+		panic("train: a block started from its attention output has nothing to train below it")
 	}
 	var dx []float32
 	if needX {

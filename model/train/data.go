@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/smile-vplm/smile/gpu"
 	"github.com/smile-vplm/smile/model"
 )
 
@@ -16,7 +17,7 @@ func ComputeInputs(ctx context.Context, bb model.Backbone, kind InputKind, layer
 	if kind == InputIDs {
 		return &Inputs{IDs: ids}, nil
 	}
-	if kind != InputStates && kind != InputPooled {
+	if kind != InputStates && kind != InputPooled && kind != InputAttended {
 		return nil, fmt.Errorf("%w: train: input kind %d", model.ErrBadInput, kind)
 	}
 	st, err := bb.Embed(ctx, ids)
@@ -24,6 +25,9 @@ func ComputeInputs(ctx context.Context, bb model.Backbone, kind InputKind, layer
 		return nil, err
 	}
 	defer bb.Release(st)
+	if kind == InputAttended {
+		return attended(ctx, bb, st, layer)
+	}
 	if kind == InputPooled {
 		h := make([]float32, len(ids)*bb.Info().OutputDim)
 		if pr, ok := bb.(model.PoolRunner); ok {
@@ -44,6 +48,54 @@ func ComputeInputs(ctx context.Context, bb model.Backbone, kind InputKind, layer
 		return nil, err
 	}
 	return &Inputs{Offsets: st.Offsets, H: h}, nil
+}
+
+// attended runs st through layer and returns the states entering it and
+// its attention sublayer's output z (through the backbone's hooks, as an
+// adapter would see it).
+func attended(ctx context.Context, bb model.Backbone, st *model.State, layer int) (*Inputs, error) {
+	dev := bb.Device()
+	in := &Inputs{Offsets: st.Offsets}
+	download := func(m gpu.Mat) ([]float32, error) {
+		h := make([]float32, m.Rows*m.Cols)
+		return h, dev.Download(h, m)
+	}
+	if err := bb.RunLayers(ctx, st, layer-1, nil); err != nil {
+		return nil, err
+	}
+	var err error
+	if in.H, err = download(st.H); err != nil {
+		return nil, err
+	}
+	hook := &captureZ{layer: layer, download: download}
+	st.Hooks = hook
+	err = bb.RunLayers(ctx, st, layer, nil)
+	st.Hooks = nil
+	if err != nil {
+		return nil, err
+	}
+	if hook.err != nil || hook.z == nil {
+		return nil, fmt.Errorf("%w: train: layer %d's attention output was not captured: %v", model.ErrBadInput, layer, hook.err)
+	}
+	in.Z = hook.z
+	return in, nil
+}
+
+// captureZ is a model.Hooks that copies one layer's attention output.
+type captureZ struct {
+	layer    int
+	download func(gpu.Mat) ([]float32, error)
+	z        []float32
+	err      error
+}
+
+func (c *captureZ) QKV(int, gpu.Mat, gpu.Mat, gpu.Mat) error { return nil }
+
+func (c *captureZ) Attended(layer int, z gpu.Mat) error {
+	if layer == c.layer {
+		c.z, c.err = c.download(z)
+	}
+	return c.err
 }
 
 // Texts is a tokenized labelled dataset: prepared ids and label indices.
@@ -94,7 +146,9 @@ func (u *uncached) Load(ctx context.Context, idx []int) (*Inputs, []int, error) 
 type Memory struct {
 	kind   InputKind
 	width  int
-	rows   [][]byte  // per example: its rows as fp16
+	rows   [][]byte // per example: its rows as fp16
+	zrows  [][]byte // InputAttended: per example, its attention outputs as fp16
+	zwidth int
 	ids    [][]int32 // InputIDs
 	labels []int
 }
@@ -115,6 +169,9 @@ func Precompute(ctx context.Context, bb model.Backbone, kind InputKind, layer in
 		return m, nil
 	}
 	m.rows = make([][]byte, texts.Len())
+	if kind == InputAttended {
+		m.zrows = make([][]byte, texts.Len())
+	}
 	for b := 0; b < texts.Len(); {
 		e, tokens := b, 0
 		for e < texts.Len() && e-b < 64 && (e == b || tokens+len(texts.IDs[e]) <= maxBatchTokens) {
@@ -134,21 +191,33 @@ func Precompute(ctx context.Context, bb model.Backbone, kind InputKind, layer in
 			m.width = len(in.H) / n
 		} else {
 			m.width = len(in.H) / in.Offsets[n]
+			m.zwidth = len(in.Z) / in.Offsets[n]
 		}
 		for i := 0; i < n; i++ {
 			r0, r1 := i, i+1
-			if kind == InputStates {
+			if kind != InputPooled {
 				r0, r1 = in.Offsets[i], in.Offsets[i+1]
 			}
-			buf := make([]byte, 2*(r1-r0)*m.width)
-			if bad := model.EncodeHalves(buf, in.H[r0*m.width:r1*m.width]); bad >= 0 {
-				return nil, fmt.Errorf("%w: train: example %d: a representation value does not fit fp16", model.ErrBadInput, b+i)
+			var err error
+			if m.rows[b+i], err = halves(in.H[r0*m.width : r1*m.width]); err == nil && m.zrows != nil {
+				m.zrows[b+i], err = halves(in.Z[r0*m.zwidth : r1*m.zwidth])
 			}
-			m.rows[b+i] = buf
+			if err != nil {
+				return nil, fmt.Errorf("train: example %d: %w", b+i, err)
+			}
 		}
 		b = e
 	}
 	return m, nil
+}
+
+// halves encodes v as fp16.
+func halves(v []float32) ([]byte, error) {
+	buf := make([]byte, 2*len(v))
+	if bad := model.EncodeHalves(buf, v); bad >= 0 {
+		return nil, fmt.Errorf("%w: representation value %g does not fit fp16", model.ErrBadInput, v[bad])
+	}
+	return buf, nil
 }
 
 // Len is the number of examples.
@@ -157,8 +226,11 @@ func (m *Memory) Len() int { return len(m.labels) }
 // Bytes is the size of the stored representations.
 func (m *Memory) Bytes() int64 {
 	var n int64
-	for _, r := range m.rows {
+	for i, r := range m.rows {
 		n += int64(len(r))
+		if m.zrows != nil {
+			n += int64(len(m.zrows[i]))
+		}
 	}
 	return n
 }
@@ -181,17 +253,27 @@ func (m *Memory) Load(_ context.Context, idx []int) (*Inputs, []int, error) {
 		total += len(m.rows[j]) / 2
 	}
 	in := &Inputs{H: make([]float32, total)}
-	if m.kind == InputStates {
+	if m.kind != InputPooled {
 		in.Offsets = make([]int, 1, len(idx)+1)
 	}
-	off := 0
+	if m.zrows != nil {
+		in.Z = make([]float32, total/m.width*m.zwidth)
+	}
+	off, zoff := 0, 0
 	for _, j := range idx {
 		n := len(m.rows[j]) / 2
 		if err := model.DecodeHalves(in.H[off:off+n], m.rows[j]); err != nil {
 			return nil, nil, err
 		}
 		off += n
-		if m.kind == InputStates {
+		if m.zrows != nil {
+			zn := len(m.zrows[j]) / 2
+			if err := model.DecodeHalves(in.Z[zoff:zoff+zn], m.zrows[j]); err != nil {
+				return nil, nil, err
+			}
+			zoff += zn
+		}
+		if m.kind != InputPooled {
 			in.Offsets = append(in.Offsets, off/m.width)
 		}
 	}

@@ -259,6 +259,9 @@ func (e *Engine) Input() (kind InputKind, layer int) {
 	case MethodHead:
 		return InputPooled, len(e.spec.Blocks)
 	}
+	if e.ads[e.first-1].kind == model.AdapterBottleneck {
+		return InputAttended, e.first
+	}
 	return InputStates, e.first - 1
 }
 
@@ -335,6 +338,10 @@ func (e *Engine) checkInputs(in *Inputs) (S int, err error) {
 		}
 		return len(in.H) / w, nil
 	}
+	hLayer := layer
+	if kind == InputAttended {
+		hLayer = layer - 1
+	}
 	o := in.Offsets
 	if len(o) < 2 || o[0] != 0 {
 		return bad("offsets %v", o)
@@ -344,8 +351,13 @@ func (e *Engine) checkInputs(in *Inputs) (S int, err error) {
 			return bad("sequence %d has %d rows", i-1, n)
 		}
 	}
-	if w := e.stateWidth(layer); len(in.H) != o[len(o)-1]*w {
+	if w := e.stateWidth(hLayer); len(in.H) != o[len(o)-1]*w {
 		return bad("%d floats for %d rows of width %d", len(in.H), o[len(o)-1], w)
+	}
+	if kind == InputAttended {
+		if w := e.spec.Blocks[layer-1].Out; len(in.Z) != o[len(o)-1]*w {
+			return bad("%d attention outputs for %d rows of width %d", len(in.Z), o[len(o)-1], w)
+		}
 	}
 	return len(o) - 1, nil
 }
@@ -384,7 +396,11 @@ func (e *Engine) forward(in *Inputs, S int) *pass {
 			if l == L {
 				t = tail
 			}
-			a := e.blockForward(&e.blocks[l-1], e.ads[l-1], x, p.offsets, t)
+			var z []float32
+			if l == e.first {
+				z = in.Z // nil unless InputAttended
+			}
+			a := e.blockForward(&e.blocks[l-1], e.ads[l-1], x, z, p.offsets, t)
 			p.acts = append(p.acts, a)
 			x = a.out
 		}

@@ -171,9 +171,16 @@ func randomInputs(t *testing.T, rng *rand.Rand, e *Engine, spec *model.TrainSpec
 	for _, n := range lengths {
 		offsets = append(offsets, offsets[len(offsets)-1]+n)
 	}
-	h := make([]float32, offsets[len(offsets)-1]*e.stateWidth(layer))
-	for i := range h {
-		h[i] = float32(rng.NormFloat64())
+	T := offsets[len(offsets)-1]
+	random := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
 	}
-	return &Inputs{Offsets: offsets, H: h}
+	if kind == InputAttended {
+		return &Inputs{Offsets: offsets, H: random(T * e.stateWidth(layer-1)), Z: random(T * spec.Blocks[layer-1].Out)}
+	}
+	return &Inputs{Offsets: offsets, H: random(T * e.stateWidth(layer))}
 }

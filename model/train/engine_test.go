@@ -79,19 +79,11 @@ func inputsFor(t *testing.T, bb model.Backbone, e *train.Engine, ids [][]int32) 
 		}
 		return &train.Inputs{H: h}
 	}
-	st, err := bb.Embed(ctx, ids)
+	in, err := train.ComputeInputs(ctx, bb, kind, layer, ids)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bb.Release(st)
-	if err := bb.RunLayers(ctx, st, layer, nil); err != nil {
-		t.Fatal(err)
-	}
-	h := make([]float32, st.H.Rows*st.H.Cols)
-	if err := bb.Device().Download(h, st.H); err != nil {
-		t.Fatal(err)
-	}
-	return &train.Inputs{Offsets: st.Offsets, H: h}
+	return in
 }
 
 // TestEngineMatchesServing: what the trainer computes for a vPLM equals
