@@ -1585,6 +1585,9 @@ type TrainRequest struct {
 	Dataset       string                 `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
 	ExamplesJsonl []byte                 `protobuf:"bytes,3,opt,name=examples_jsonl,json=examplesJsonl,proto3" json:"examples_jsonl,omitempty"`
 	Config        *TrainConfig           `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
+	// Full fine-tuning of a private backbone copy, for comparison only: the
+	// job reports its accuracy and commits nothing (the vPLM is unchanged).
+	Full          bool `protobuf:"varint,5,opt,name=full,proto3" json:"full,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1647,6 +1650,13 @@ func (x *TrainRequest) GetConfig() *TrainConfig {
 	return nil
 }
 
+func (x *TrainRequest) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
 // TrainJob is a training job's record and progress.
 type TrainJob struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1680,8 +1690,10 @@ type TrainJob struct {
 	Error              *Error `protobuf:"bytes,23,opt,name=error,proto3" json:"error,omitempty"`
 	CreatedUnixMs      int64  `protobuf:"varint,24,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
 	UpdatedUnixMs      int64  `protobuf:"varint,25,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// A full fine-tuning comparison run (see TrainRequest.full).
+	Full          bool `protobuf:"varint,26,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrainJob) Reset() {
@@ -1887,6 +1899,13 @@ func (x *TrainJob) GetUpdatedUnixMs() int64 {
 		return x.UpdatedUnixMs
 	}
 	return 0
+}
+
+func (x *TrainJob) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
 }
 
 // EvalRequest scores a vPLM on a dataset split (by name) or on uploaded examples.
@@ -2168,12 +2187,13 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x06warmup\x18\x05 \x01(\x02R\x06warmup\x12\x1b\n" +
 	"\tclip_norm\x18\x06 \x01(\x02R\bclipNorm\x12\x12\n" +
 	"\x04seed\x18\a \x01(\x04R\x04seed\x12\x1a\n" +
-	"\bpatience\x18\b \x01(\x05R\bpatience\"\x94\x01\n" +
+	"\bpatience\x18\b \x01(\x05R\bpatience\"\xa8\x01\n" +
 	"\fTrainRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12%\n" +
 	"\x0eexamples_jsonl\x18\x03 \x01(\fR\rexamplesJsonl\x12-\n" +
-	"\x06config\x18\x04 \x01(\v2\x15.smile.v1.TrainConfigR\x06config\"\xa3\x06\n" +
+	"\x06config\x18\x04 \x01(\v2\x15.smile.v1.TrainConfigR\x06config\x12\x12\n" +
+	"\x04full\x18\x05 \x01(\bR\x04full\"\xb7\x06\n" +
 	"\bTrainJob\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +
@@ -2200,7 +2220,8 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x13validation_examples\x18\x16 \x01(\x04R\x12validationExamples\x12%\n" +
 	"\x05error\x18\x17 \x01(\v2\x0f.smile.v1.ErrorR\x05error\x12&\n" +
 	"\x0fcreated_unix_ms\x18\x18 \x01(\x03R\rcreatedUnixMs\x12&\n" +
-	"\x0fupdated_unix_ms\x18\x19 \x01(\x03R\rupdatedUnixMs\"z\n" +
+	"\x0fupdated_unix_ms\x18\x19 \x01(\x03R\rupdatedUnixMs\x12\x12\n" +
+	"\x04full\x18\x1a \x01(\bR\x04full\"z\n" +
 	"\vEvalRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
