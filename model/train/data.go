@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/smile-vplm/smile/gpu"
@@ -71,7 +72,9 @@ func attended(ctx context.Context, bb model.Backbone, st *model.State, layer int
 	st.Hooks = hook
 	err = bb.RunLayers(ctx, st, layer, nil)
 	st.Hooks = nil
-	if err != nil {
+	// The hook stops the layer once z is copied: the rest of it (its
+	// feed-forward block) is not needed.
+	if err != nil && !errors.Is(err, errCaptured) {
 		return nil, err
 	}
 	if hook.err != nil || hook.z == nil {
@@ -91,11 +94,18 @@ type captureZ struct {
 
 func (c *captureZ) QKV(int, gpu.Mat, gpu.Mat, gpu.Mat) error { return nil }
 
+// errCaptured ends a capture run early; the state is left half-computed
+// (it is only released).
+var errCaptured = errors.New("train: attention output captured")
+
 func (c *captureZ) Attended(layer int, z gpu.Mat) error {
-	if layer == c.layer {
-		c.z, c.err = c.download(z)
+	if layer != c.layer {
+		return nil
 	}
-	return c.err
+	if c.z, c.err = c.download(z); c.err != nil {
+		return c.err
+	}
+	return errCaptured
 }
 
 // Texts is a tokenized labelled dataset: prepared ids and label indices.
