@@ -64,7 +64,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 				}
 				for _, m := range o.methods {
 					if !slices.ContainsFunc(accMethods, func(a accMethod) bool { return a.name == m }) {
-						return usagef("--method %q: want linear, adapter, lora or full", m)
+						return usagef("--method %q: want linear, adapter, adapter-all, lora or full", m)
 					}
 				}
 				return benchAccuracy(cmd.Context(), g, o, out)
@@ -77,7 +77,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "JSON lines (the only output format today; accepted for scripts)")
 	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve, train: backbones to measure")
 	cmd.Flags().StringSliceVar(&o.tasks, "task", accTasks, "accuracy: datasets to train on (--quick: imdb and spam)")
-	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, lora, full)")
+	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, adapter-all, lora, full)")
 	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	addServeFlags(cmd.Flags(), &o.serve)
 	return cmd

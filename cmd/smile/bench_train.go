@@ -125,13 +125,20 @@ type accMethod struct {
 	name    string
 	method  train.Method
 	adapter model.AdapterKind
+	all     bool // adapters on every layer (default: the vPLM default, the upper half)
 }
 
+// accMethods are the accuracy table's columns: "adapter" and "lora" are
+// what a vPLM gets by default (r=64 on the upper half of the layers);
+// "adapter-all" puts the bottleneck on every layer, which for a 2-layer
+// backbone such as use-lite is a different trade-off (twice the adapter
+// bytes, and the cache cut at the embeddings).
 var accMethods = []accMethod{
-	{"linear", train.MethodHead, model.AdapterBottleneck},
-	{"adapter", train.MethodAdapter, model.AdapterBottleneck},
-	{"lora", train.MethodAdapter, model.AdapterLoRA},
-	{"full", train.MethodFull, model.AdapterBottleneck},
+	{"linear", train.MethodHead, model.AdapterBottleneck, false},
+	{"adapter", train.MethodAdapter, model.AdapterBottleneck, false},
+	{"adapter-all", train.MethodAdapter, model.AdapterBottleneck, true},
+	{"lora", train.MethodAdapter, model.AdapterLoRA, false},
+	{"full", train.MethodFull, model.AdapterBottleneck, false},
 }
 
 // benchAccuracy trains every method on every task with 3 seeds and prints
@@ -182,6 +189,11 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 			var accs, f1s, epochS, epochs []float64
 			for seed := 1; seed <= seeds; seed++ {
 				ps := model.ParamsSpec{Adapter: m.adapter, Rank: model.DefaultRank, Head: model.HeadClassify, Labels: t.labels}
+				if m.all {
+					for l := 1; l <= bb.Info().Layers; l++ {
+						ps.Layers = append(ps.Layers, l)
+					}
+				}
 				p, err := model.NewParams(bb, ps, uint64(seed))
 				if err != nil {
 					return err

@@ -58,6 +58,12 @@ type Config struct {
 	Seed        uint64  // shuffling and any random initialisation
 	Patience    int     // epochs without a better validation score before stopping; < 0 never stops early
 	Temperature float32 // contrastive loss temperature (embed heads)
+	// HeadWarmup: before training a classify head together with an adapter,
+	// fit the head alone on the frozen model's pooled output (a linear
+	// probe, up to this many epochs with early stopping; the pooled output is
+	// computed once), so the adapter starts from a good head (LP-FT).
+	// < 0 disables.
+	HeadWarmup int
 }
 
 // Inputs is a minibatch at the engine's input (see Engine.Input).

@@ -14,7 +14,7 @@ import (
 // Defaults are the hyperparameters a zero Config field takes, per method.
 func Defaults(m Method) Config {
 	c := Config{Epochs: 10, BatchSize: 32, LR: 1e-3, HeadLR: 2e-2, WeightDecay: 0.01, Warmup: 0.06, ClipNorm: 1,
-		Seed: 1, Patience: 3, Temperature: 0.05}
+		Seed: 1, Patience: 3, Temperature: 0.05, HeadWarmup: 30}
 	switch m {
 	case MethodHead:
 		c.LR, c.Epochs, c.Patience = c.HeadLR, 30, 5
@@ -60,6 +60,9 @@ func (c Config) withDefaults(m Method) Config {
 	if c.Temperature == 0 {
 		c.Temperature = d.Temperature
 	}
+	if c.HeadWarmup == 0 {
+		c.HeadWarmup = d.HeadWarmup
+	}
 	return c
 }
 
@@ -86,6 +89,8 @@ func (c Config) Validate() error {
 		return bad("clip norm %g: want a finite value (< 0 disables)", c.ClipNorm)
 	case !finite(c.Temperature) || c.Temperature <= 0:
 		return bad("temperature %g: want > 0", c.Temperature)
+	case c.HeadWarmup > 1000:
+		return bad("head warm-up %d epochs: want at most 1000", c.HeadWarmup)
 	}
 	return nil
 }

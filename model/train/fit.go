@@ -79,6 +79,11 @@ func Fit(ctx context.Context, e *Engine, trainSet, valSet Dataset, opt FitOption
 				model.ErrBadInput, e.Steps(), st.epoch, perEpoch)
 		}
 	}
+	if st.epoch == 0 && e.method == MethodAdapter && e.headK == model.HeadClassify && cfg.HeadWarmup > 0 {
+		if err := warmHead(ctx, e, trainSet, valSet, exec); err != nil {
+			return nil, fmt.Errorf("train: head warm-up: %w", err)
+		}
+	}
 	res := &Result{}
 	var trainTime time.Duration
 	trainEpochs := 0
@@ -256,4 +261,82 @@ func Predictions(ctx context.Context, e *Engine, set Dataset, exec func(context.
 		}
 	}
 	return pred, gold, nil
+}
+
+// warmHead fits a classify head alone on the frozen model's pooled output
+// (computed once for both sets) and puts it into e: the linear-probe stage
+// of LP-FT. The engine's adapter is still its initial (identity) one, so
+// the pooled output is the backbone's.
+func warmHead(ctx context.Context, e *Engine, trainSet, valSet Dataset, exec func(context.Context, int, func() error) error) error {
+	pooled := func(set Dataset) (*pooledSet, error) {
+		ps := &pooledSet{dim: e.spec.Info.OutputDim}
+		n := set.Len()
+		bs := max(e.cfg.BatchSize, 64)
+		idx := make([]int, 0, bs)
+		for b := 0; b < n; b += bs {
+			idx = idx[:0]
+			for i := b; i < min(b+bs, n); i++ {
+				idx = append(idx, i)
+			}
+			in, labels, err := set.Load(ctx, idx)
+			if err != nil {
+				return nil, err
+			}
+			S, err := e.checkInputs(in)
+			if err != nil {
+				return nil, err
+			}
+			if err := exec(ctx, e.tokens(in), func() error {
+				e.ar.reset()
+				p := e.forward(in, S)
+				ps.rows = append(ps.rows, p.pooled...)
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+			ps.labels = append(ps.labels, labels...)
+		}
+		return ps, nil
+	}
+	tr, err := pooled(trainSet)
+	if err != nil {
+		return err
+	}
+	va, err := pooled(valSet)
+	if err != nil {
+		return err
+	}
+	cfg := Defaults(MethodHead)
+	cfg.Epochs, cfg.Seed, cfg.LR, cfg.HeadLR = e.cfg.HeadWarmup, e.cfg.Seed, e.cfg.HeadLR, e.cfg.HeadLR
+	hp := cloneParams(e.base)
+	he, err := New(e.spec, hp, MethodHead, cfg, e.blas)
+	if err != nil {
+		return err
+	}
+	res, err := Fit(ctx, he, tr, va, FitOptions{})
+	if err != nil {
+		return err
+	}
+	copy(e.base.Head.W, res.Best.Head.W)
+	copy(e.base.Head.B, res.Best.Head.B)
+	return nil
+}
+
+// pooledSet is a Dataset of pooled rows in memory (InputPooled).
+type pooledSet struct {
+	dim    int
+	rows   []float32
+	labels []int
+}
+
+func (p *pooledSet) Len() int { return len(p.labels) }
+
+func (p *pooledSet) Load(_ context.Context, idx []int) (*Inputs, []int, error) {
+	in := &Inputs{H: make([]float32, 0, len(idx)*p.dim)}
+	labels := make([]int, len(idx))
+	for i, j := range idx {
+		in.H = append(in.H, p.rows[j*p.dim:(j+1)*p.dim]...)
+		labels[i] = p.labels[j]
+	}
+	return in, labels, nil
 }
