@@ -131,6 +131,7 @@ type DeviceStats struct {
 	DeviceBytes                        int64
 	DeviceHits, DeviceMisses, DevEvict uint64
 	Pending, Queued                    int
+	Works                              uint64 // work items run (training, caching)
 	Sched                              sched.Stats
 }
 
@@ -216,33 +217,40 @@ func SpawnDevice(sys *actor.ActorSystem, bb model.Backbone, src ParamsSource, cf
 	return h, nil
 }
 
-// job is one Infer waiting in the device actor.
+// job is one Infer or Work waiting in the device actor.
 type job struct {
 	prefetch *prefetchWait // set on Prefetch's marker jobs, which only wait for a load
-	msg      *Infer
+	msg      *Infer        // nil for work
+	work     *Work         // set for work
 	sender   *actor.PID
 	req      sched.Request
 	enq      time.Time
 	tokens   int
 	pinned   bool // holds a pin on its params in the host tier
+	queued   bool // a work job counted in deviceActor.queuedWork
 }
 
-// batch is the unit of work handed to the compute goroutine.
+// batch is the unit of work handed to the compute goroutine: inference
+// jobs, or one work job alone.
 type batch struct {
 	jobs  []*job
+	work  *job
 	blobs map[string][]byte // digest -> compact params, for uploads on a device-tier miss
 	start time.Time
 }
 
 // batchDone is the compute goroutine's answer to a batch.
 type batchDone struct {
-	b       *batch
-	outputs [][]float32 // one per text of every job whose params uploaded, in job order
-	errs    map[string]error
-	err     error
-	compute time.Duration
-	vplms   int
-	dev     tierStats
+	b        *batch
+	workErr  error // the work's answer (Run's error, or a panic's)
+	workRan  bool  // Run returned normally (its time calibrates the charge)
+	workTime time.Duration
+	outputs  [][]float32 // one per text of every job whose params uploaded, in job order
+	errs     map[string]error
+	err      error
+	compute  time.Duration
+	vplms    int
+	dev      tierStats
 }
 
 type tierStats struct {
@@ -285,6 +293,11 @@ type deviceActor struct {
 
 	batches, rows uint64
 	dev           tierStats
+
+	queuedWork int                 // work jobs in the fair queue
+	inferCal   workCal             // recent inference batches: tokens and seconds
+	workCal    map[string]*workCal // recent work per tenant
+	works      uint64              // work items run
 }
 
 func (d *deviceActor) Receive(ctx actor.Context) {
@@ -297,6 +310,10 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		}
 	case *Infer:
 		d.onInfer(ctx, m)
+	case *Work:
+		d.onWork(ctx, m)
+	case *cancelWork:
+		d.onCancelWork(m)
 	case *loaded:
 		d.onLoaded(m)
 	case *batchDone:
@@ -351,6 +368,55 @@ type Ack struct{ Err error }
 func (d *deviceActor) reply(j *job, r *InferResult) {
 	if j.sender != nil {
 		d.sys.Root.Send(j.sender, r)
+	}
+}
+
+// fail answers a job that will not run with err.
+func (d *deviceActor) fail(j *job, err error) {
+	if j.work != nil {
+		d.unqueueWork(j)
+		if j.sender != nil {
+			d.sys.Root.Send(j.sender, &WorkDone{Err: err, Queue: time.Since(j.enq)})
+		}
+		return
+	}
+	d.reply(j, &InferResult{Err: err})
+}
+
+func (d *deviceActor) onWork(ctx actor.Context, m *Work) {
+	j := &job{work: m, sender: ctx.Sender(), enq: time.Now()}
+	if d.stopped {
+		d.fail(j, fmt.Errorf("%w: device actor stopping", ErrUnavailable))
+		return
+	}
+	if m.Run == nil {
+		d.fail(j, fmt.Errorf("%w: work without Run", ErrBadRequest))
+		return
+	}
+	// Rows = a whole batch: Pop stops before it (or takes it alone), so
+	// work never shares a pass with inference.
+	j.tokens = d.workCost(m)
+	j.req = sched.Request{Tenant: m.Tenant, Cost: j.tokens, Rows: d.cfg.MaxBatchRows, Value: j}
+	if err := d.q.Push(&j.req); err != nil {
+		d.fail(j, schedError(err))
+		return
+	}
+	j.queued = true
+	d.queuedWork++
+	d.dispatch()
+}
+
+// unqueueWork counts a work job out of the queue (popped or removed).
+func (d *deviceActor) unqueueWork(j *job) {
+	if j.queued {
+		j.queued = false
+		d.queuedWork--
+	}
+}
+
+func (d *deviceActor) onCancelWork(m *cancelWork) {
+	for _, r := range d.q.Remove(func(r *sched.Request) bool { return r.Value.(*job).work == m.w }) {
+		d.fail(r.Value.(*job), errWorkCanceled)
 	}
 }
 
@@ -548,7 +614,9 @@ func (d *deviceActor) dispatch() {
 		return
 	}
 	now := time.Now()
-	if oldest, ok := d.q.Oldest(); ok && d.q.Len() < d.cfg.MaxBatchRows {
+	// Waiting to fill a batch is pointless when work (which runs alone)
+	// is queued: it may be next.
+	if oldest, ok := d.q.Oldest(); ok && d.q.Len() < d.cfg.MaxBatchRows && d.queuedWork == 0 {
 		if wait := d.cfg.MaxWait - now.Sub(oldest); wait > 0 {
 			if !d.armed {
 				d.armed = true
@@ -562,6 +630,17 @@ func (d *deviceActor) dispatch() {
 	b := &batch{start: now}
 	for _, r := range reqs {
 		j := r.Value.(*job)
+		if j.work != nil {
+			d.unqueueWork(j)
+			if dl := j.work.Deadline; !dl.IsZero() && now.After(dl) {
+				d.q.Done(r)
+				d.fail(j, fmt.Errorf("%w: work waited %v in the device queue", ErrTimeout, now.Sub(j.enq).Round(time.Microsecond)))
+				continue
+			}
+			// Pop takes work alone (its Rows fill a batch).
+			b.work = j
+			continue
+		}
 		if dl := j.msg.Deadline; !dl.IsZero() && now.After(dl) {
 			d.q.Done(r)
 			d.unpin(j)
@@ -584,7 +663,7 @@ func (d *deviceActor) dispatch() {
 		}
 		b.jobs = append(b.jobs, j)
 	}
-	if len(b.jobs) == 0 {
+	if len(b.jobs) == 0 && b.work == nil {
 		d.dispatch()
 		return
 	}
@@ -594,13 +673,35 @@ func (d *deviceActor) dispatch() {
 
 func (d *deviceActor) onBatchDone(m *batchDone) {
 	d.busy = false
+	if w := m.b.work; w != nil {
+		d.onWorkDone(m, w)
+	}
+	if len(m.b.jobs) > 0 {
+		d.onInferDone(m)
+	}
+	if d.stopped {
+		if !d.closed {
+			d.closed = true
+			close(d.work)
+		}
+		return
+	}
+	d.dispatch()
+}
+
+// onInferDone answers a batch's inference jobs.
+func (d *deviceActor) onInferDone(m *batchDone) {
 	d.batches++
 	d.dev = m.dev
-	rows := 0
+	rows, tokens := 0, 0
 	for _, j := range m.b.jobs {
 		rows += len(j.msg.IDs)
+		tokens += j.tokens
 	}
 	d.rows += uint64(rows)
+	if tokens > 0 && m.err == nil {
+		d.inferCal.add(tokens, m.compute, 0.9)
+	}
 	k := 0
 	for _, j := range m.b.jobs {
 		n := len(j.msg.IDs)
@@ -617,14 +718,27 @@ func (d *deviceActor) onBatchDone(m *batchDone) {
 		d.q.Done(&j.req)
 		d.reply(j, res)
 	}
-	if d.stopped {
-		if !d.closed {
-			d.closed = true
-			close(d.work)
+}
+
+// onWorkDone answers a work job and learns its cost per token.
+func (d *deviceActor) onWorkDone(m *batchDone, j *job) {
+	d.works++
+	w := j.work
+	if m.workRan {
+		c := d.workCal[w.Tenant]
+		if c == nil {
+			if d.workCal == nil {
+				d.workCal = map[string]*workCal{}
+			}
+			c = &workCal{}
+			d.workCal[w.Tenant] = c
 		}
-		return
+		c.add(max(1, w.Tokens), m.workTime, 0.8)
 	}
-	d.dispatch()
+	d.q.Done(&j.req)
+	if j.sender != nil {
+		d.sys.Root.Send(j.sender, &WorkDone{Err: m.workErr, Queue: m.b.start.Sub(j.enq), Compute: m.workTime})
+	}
 }
 
 // failAll answers every waiting request with err (the actor is stopping).
@@ -635,7 +749,7 @@ func (d *deviceActor) failAll(err error) {
 				j.prefetch.loaded(d.sys, err)
 			} else {
 				d.pending--
-				d.reply(j, &InferResult{Err: err})
+				d.fail(j, err)
 			}
 		}
 		delete(d.loading, dg)
@@ -643,7 +757,7 @@ func (d *deviceActor) failAll(err error) {
 	for _, r := range d.q.Remove(func(*sched.Request) bool { return true }) {
 		j := r.Value.(*job)
 		d.unpin(j)
-		d.reply(j, &InferResult{Err: err})
+		d.fail(j, err)
 	}
 }
 
@@ -652,7 +766,7 @@ func (d *deviceActor) stats() *DeviceStats {
 		Backbone: d.bb.Info().Name, Batches: d.batches, Rows: d.rows,
 		HostEntries: d.host.len(), HostBytes: d.host.used, HostHits: d.host.hits, HostMisses: d.host.misses, HostEvicts: d.host.evictions,
 		DeviceEntries: d.dev.entries, DeviceBytes: d.dev.bytes, DeviceHits: d.dev.hits, DeviceMisses: d.dev.misses, DevEvict: d.dev.evictions,
-		Pending: d.pending, Queued: d.q.Len(), Sched: d.q.Stats(),
+		Pending: d.pending, Queued: d.q.Len(), Sched: d.q.Stats(), Works: d.works,
 	}
 }
 
@@ -671,9 +785,33 @@ func (d *deviceActor) compute(work <-chan *batch, done chan<- struct{}) {
 	var items []model.Item
 	params := map[string]*model.DeviceParams{}
 	for b := range work {
-		res := d.run(b, runner, tier, params, &items)
+		// A batch holds inference or one work item (Pop never mixes
+		// them, see onWork); both would run one after the other.
+		res := &batchDone{b: b}
+		if len(b.jobs) > 0 {
+			res = d.run(b, runner, tier, params, &items)
+		}
+		if b.work != nil {
+			d.runWork(b.work.work, res)
+		}
 		d.sys.Root.Send(d.self, res)
 	}
+}
+
+// runWork runs one work item into res. A panic in it (a bug) is its
+// error, not the process's end.
+func (d *deviceActor) runWork(w *Work, res *batchDone) {
+	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			d.log.Error("panic in device work", "tenant", w.Tenant, "panic", v)
+			res.workErr = fmt.Errorf("%w: device work: panic: %v", ErrInternal, v)
+			res.workRan = false
+		}
+		res.workTime = time.Since(start)
+	}()
+	res.workErr = w.Run(d.bb)
+	res.workRan = true
 }
 
 // run computes one batch. A panic (a bug) fails the batch, not the process.

@@ -25,6 +25,20 @@ var (
 	ErrUnavailable     = errors.New("actors: unavailable")
 	ErrTimeout         = errors.New("actors: timeout")
 	ErrInternal        = errors.New("actors: internal error")
+
+	// Training.
+	ErrJobNotFound = errors.New("actors: no such training job")
+	// ErrJobConflict: a Train for a vPLM that already has a job queued or
+	// running (one at a time per vPLM).
+	ErrJobConflict = errors.New("actors: the vPLM already has an active training job")
+	// ErrBadDataset: training data that cannot train the vPLM: no
+	// examples, fewer than two labels, a label the vPLM does not have, an
+	// unknown dataset name, an empty text. It wraps the internal/datasets
+	// sentinel of the cause where there is one.
+	ErrBadDataset = errors.New("actors: bad training data")
+	// ErrModelChanged: the vPLM got another version or was deleted while
+	// it trained; the job's result is not committed.
+	ErrModelChanged = errors.New("actors: the vPLM changed during training")
 )
 
 // Wire codes (the api/apierr table holds the same strings).
@@ -43,6 +57,10 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeTimeout         = "timeout"
 	CodeInternal        = "internal"
+	CodeJobNotFound     = "job_not_found"
+	CodeJobConflict     = "job_conflict"
+	CodeBadDataset      = "bad_dataset"
+	CodeModelChanged    = "model_changed"
 )
 
 // Code gives err's stable wire code.
@@ -57,6 +75,14 @@ func Code(err error) string {
 		return CodeInternal
 	case errors.Is(err, ErrUnavailable), errors.Is(err, context.Canceled):
 		return CodeUnavailable
+	case errors.Is(err, ErrJobNotFound):
+		return CodeJobNotFound
+	case errors.Is(err, ErrJobConflict):
+		return CodeJobConflict
+	case errors.Is(err, ErrModelChanged):
+		return CodeModelChanged
+	case errors.Is(err, ErrBadDataset):
+		return CodeBadDataset
 	case errors.Is(err, ErrNotFound), errors.Is(err, storage.ErrNotFound):
 		return CodeNotFound
 	case errors.Is(err, ErrExists), errors.Is(err, storage.ErrExists):
@@ -108,6 +134,7 @@ var codeSentinel = map[string]error{
 	CodeTextTooLong: model.ErrTextTooLong, CodeEmptyText: model.ErrEmptyText, CodeInvalidUTF8: tokenizer.ErrInvalidUTF8,
 	CodeRateLimited: ErrRateLimited, CodeTenantOverLimit: ErrTenantOverLimit, CodeOverloaded: ErrOverloaded,
 	CodeUnavailable: ErrUnavailable, CodeTimeout: ErrTimeout, CodeBadRequest: ErrBadRequest, CodeInternal: ErrInternal,
+	CodeJobNotFound: ErrJobNotFound, CodeJobConflict: ErrJobConflict, CodeBadDataset: ErrBadDataset, CodeModelChanged: ErrModelChanged,
 }
 
 // ToProto turns err into its wire form (nil for nil).

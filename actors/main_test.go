@@ -6,8 +6,11 @@ import (
 	"go.uber.org/goleak"
 )
 
-// protoactor-go's dead-letter throttle starts a goroutine that nothing
-// stops (actor.NewThrottle); everything of ours must stop.
+// protoactor-go's dead-letter and gossiper throttles start goroutines that
+// nothing stops (actor.NewThrottle; the gossiper's comes with the cluster
+// the trainer tests start); everything of ours must stop.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.(*Gossiper).StartGossiping.NewThrottle.func3.1"))
 }

@@ -46,6 +46,7 @@ type Service struct {
 	backbone string // default backbone
 	now      func() time.Time
 	calls    *caller
+	tr       *trainer // nil until EnableTraining
 }
 
 // NewService builds the service over a started cluster member.

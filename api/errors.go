@@ -28,6 +28,11 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeTimeout         = "timeout"
 	CodeInternal        = "internal"
+	// Training and evaluation.
+	CodeJobNotFound  = "job_not_found" // no training job with that id
+	CodeJobConflict  = "job_conflict"  // the vPLM already has an active job
+	CodeBadDataset   = "bad_dataset"   // examples that cannot train or score the vPLM (the line is named)
+	CodeModelChanged = "model_changed" // the vPLM got another version during the job or the evaluation
 )
 
 // codeTable maps every code to its HTTP status. A slice, not a map, so that
@@ -51,6 +56,10 @@ var codeTable = []struct {
 	{CodeUnavailable, http.StatusServiceUnavailable},
 	{CodeTimeout, http.StatusGatewayTimeout},
 	{CodeInternal, http.StatusInternalServerError},
+	{CodeJobNotFound, http.StatusNotFound},
+	{CodeJobConflict, http.StatusConflict},
+	{CodeBadDataset, http.StatusBadRequest},
+	{CodeModelChanged, http.StatusConflict},
 }
 
 var codeStatus = func() map[string]int {

@@ -29,6 +29,10 @@ func TestCodeStatus(t *testing.T) {
 		"unavailable":       503,
 		"timeout":           504,
 		"internal":          500,
+		"job_not_found":     404,
+		"job_conflict":      409,
+		"bad_dataset":       400,
+		"model_changed":     409,
 	}
 	if got := len(Codes()); got != len(want) {
 		t.Errorf("table has %d codes, want %d", got, len(want))

@@ -31,13 +31,16 @@ type NodeConfig struct {
 	Port   int
 	Device actors.DeviceConfig
 	VPLM   actors.VPLMConfig
+	// Trainer configures training jobs (Trainer.DataDir: where datasets
+	// are pulled).
+	Trainer actors.TrainerConfig
 	// Log receives the node's and protoactor's logs (nil: slog.Default()).
 	Log *slog.Logger
 }
 
 // DefaultNodeConfig listens on loopback with a free port.
 func DefaultNodeConfig() NodeConfig {
-	return NodeConfig{Host: "127.0.0.1", Device: actors.DefaultDeviceConfig(), VPLM: actors.DefaultVPLMConfig()}
+	return NodeConfig{Host: "127.0.0.1", Device: actors.DefaultDeviceConfig(), VPLM: actors.DefaultVPLMConfig(), Trainer: actors.DefaultTrainerConfig()}
 }
 
 // Validate checks the configuration.
@@ -49,6 +52,9 @@ func (c NodeConfig) Validate() error {
 		return fmt.Errorf("%w: port %d", actors.ErrBadConfig, c.Port)
 	}
 	if err := c.Device.Validate(); err != nil {
+		return err
+	}
+	if err := c.Trainer.Validate(); err != nil {
 		return err
 	}
 	return c.VPLM.Validate()
@@ -133,6 +139,9 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 	if n.svc, err = actors.NewService(n.cl, env, store, n.devices, backbones[0].Info().Name); err != nil {
 		return nil, err
 	}
+	if err := n.svc.EnableTraining(store, cfg.Trainer); err != nil {
+		return nil, err
+	}
 	tenants, err := cat.Tenants()
 	if err != nil {
 		return nil, err
@@ -166,14 +175,20 @@ func (n *Node) Service() *actors.Service { return n.svc }
 // Address is the node's actor-system address (host:port).
 func (n *Node) Address() string { return n.sys.Address() }
 
-// Close stops the device actors (finishing their batch in flight and
-// answering queued requests with unavailable), then the cluster member.
-// An error means a device actor did not finish in time: its compute may
-// still run, so the caller must not close the backbones. Close is
-// idempotent.
+// Close stops the training jobs (they stay in storage, for ResumeJobs at
+// the next start), then the device actors (finishing their batch in flight
+// and answering queued requests with unavailable), then the cluster
+// member. An error means a device actor did not finish in time: its
+// compute may still run, so the caller must not close the backbones. Close
+// is idempotent.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
-		n.closeErr = n.stopDevices(ctx)
+		var errs []error
+		if n.svc != nil {
+			errs = append(errs, n.svc.Shutdown(ctx))
+		}
+		errs = append(errs, n.stopDevices(ctx))
+		n.closeErr = errors.Join(errs...)
 		n.cl.Shutdown(false)
 	})
 	return n.closeErr

@@ -42,6 +42,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			node.Host, node.Port = host, port
 			node.Device.HostCacheBytes = hostMB << 20
 			node.Device.DeviceCacheBytes = devMB << 20
+			node.Trainer.DataDir = g.dataDir
 			if err := httpCfg.Validate(); err != nil {
 				return &usageError{err}
 			}
@@ -78,6 +79,11 @@ func newServeCmd(g *globals) *cobra.Command {
 					slog.Warn("node close", "err", err)
 				}
 			}()
+			// Training jobs a previous run left unfinished continue from
+			// their last checkpoints.
+			if err := n.Service().ResumeJobs(ctx); err != nil {
+				slog.Warn("resuming training jobs", "err", err)
+			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen %s: %w", addr, err)
