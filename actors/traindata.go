@@ -18,9 +18,9 @@ import (
 // A training job's data: its config, its examples (a pulled dataset or an
 // upload), checked against the vPLM and tokenized as serving tokenizes.
 
-// trainConfig applies a request's config over the defaults.
-func trainConfig(pb *smilepb.TrainConfig) (train.Config, error) {
-	c := train.Defaults(train.MethodAdapter)
+// trainConfig applies a request's config over the method's defaults.
+func trainConfig(pb *smilepb.TrainConfig, m train.Method) (train.Config, error) {
+	c := train.Defaults(m)
 	if pb != nil {
 		if pb.Epochs != 0 {
 			c.Epochs = int(min(pb.Epochs, math.MaxInt32))

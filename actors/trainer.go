@@ -20,6 +20,7 @@ import (
 	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/datasets"
 	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/model/train"
 	"github.com/smile-vplm/smile/storage"
 )
 
@@ -117,8 +118,20 @@ type TrainRequest struct {
 	Dataset string
 	// Examples are uploaded examples (Dataset == ""), stored with the job.
 	Examples []datasets.Example
-	// Config: nil or zero fields take train.Defaults(train.MethodAdapter).
+	// Config: nil or zero fields take train.Defaults of the method.
 	Config *smilepb.TrainConfig
+	// Full runs full fine-tuning of a private backbone copy instead, for
+	// comparison: the job reports its validation accuracy and commits
+	// nothing (a full copy is never served as a vPLM).
+	Full bool
+}
+
+// jobMethod is what a job trains.
+func jobMethod(full bool) train.Method {
+	if full {
+		return train.MethodFull
+	}
+	return train.MethodAdapter
 }
 
 // Causes of a job's context ending.
@@ -252,7 +265,7 @@ func (s *Service) Train(ctx context.Context, req TrainRequest) (*smilepb.TrainJo
 	if !ok {
 		return nil, fmt.Errorf("%w: backbone %q of %s is not served on this node", ErrUnavailable, entry.Backbone, entry.Id)
 	}
-	cfg, err := trainConfig(req.Config)
+	cfg, err := trainConfig(req.Config, jobMethod(req.Full))
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +280,7 @@ func (s *Service) Train(ctx context.Context, req TrainRequest) (*smilepb.TrainJo
 	rec := &smilepb.TrainJob{
 		Model: entry.Id, Tenant: entry.Tenant, State: smilepb.JobState_JOB_QUEUED, Stage: "queued",
 		Config: trainConfigPB(cfg), Epochs: uint32(cfg.Epochs), ValAccuracy: -1, BestValAccuracy: -1,
-		BaseVersion: entry.Version,
+		BaseVersion: entry.Version, Full: req.Full,
 	}
 	var data *jobData
 	switch {

@@ -22,6 +22,7 @@ import (
 	"github.com/smile-vplm/smile/internal/datasets"
 	"github.com/smile-vplm/smile/internal/testenv"
 	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/model/train"
 	"github.com/smile-vplm/smile/storage"
 )
 
@@ -147,6 +148,31 @@ func TestTrainJobs(t *testing.T) {
 	t.Run("cancel", func(t *testing.T) { testTrainCancel(t, n) })
 	t.Run("embed", func(t *testing.T) { testTrainEmbed(t, n) })
 	t.Run("model changed", func(t *testing.T) { testTrainModelChanged(t, n, bb) })
+	t.Run("full", func(t *testing.T) { testTrainFull(t, n) })
+}
+
+// testTrainFull: a full fine-tuning comparison run trains a private
+// backbone copy, reports its validation accuracy and commits nothing.
+func testTrainFull(t *testing.T, n *node) {
+	ctx := ctxT(t, 60*time.Second)
+	svc := n.Service()
+	before := createClassifier(t, ctx, svc, "fullcmp", "ta")
+	job, err := svc.Train(ctx, actors.TrainRequest{Model: "fullcmp", Examples: imdb(t, 16), Full: true,
+		Config: &smilepb.TrainConfig{Epochs: 1, BatchSize: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !job.Full || job.Config.Lr != train.Defaults(train.MethodFull).LR {
+		t.Fatalf("a full job's record: full %v, lr %g (want the full method's default)", job.Full, job.Config.Lr)
+	}
+	final, _ := wait(t, ctx, svc, job.Id)
+	if final.State != smilepb.JobState_JOB_SUCCEEDED || final.BestValAccuracy < 0 || final.Version != before.Version {
+		t.Fatalf("full job ended %v", final)
+	}
+	after, err := svc.Get(ctx, "fullcmp")
+	if err != nil || after.Version != before.Version || after.ParamsDigest != before.ParamsDigest {
+		t.Fatalf("a full run changed the vPLM: %v -> %v (%v)", before, after, err)
+	}
 }
 
 // testTrainModelChanged: a vPLM that gets another version while a job

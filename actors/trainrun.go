@@ -137,11 +137,12 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 	if err != nil {
 		return err
 	}
-	cfg := train.Defaults(train.MethodAdapter)
-	pc := rec.Config
-	cfg.Epochs, cfg.BatchSize, cfg.LR, cfg.WeightDecay = int(pc.Epochs), int(pc.BatchSize), pc.Lr, pc.WeightDecay
-	cfg.Warmup, cfg.ClipNorm, cfg.Seed, cfg.Patience = pc.Warmup, pc.ClipNorm, pc.Seed, int(pc.Patience)
-	eng, err := train.New(se.spec, params, train.MethodAdapter, cfg, blas)
+	method := jobMethod(rec.Full)
+	cfg, err := trainConfig(rec.Config, method)
+	if err != nil {
+		return err
+	}
+	eng, err := train.New(se.spec, params, method, cfg, blas)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
@@ -187,6 +188,15 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 			return fmt.Errorf("%w: resuming from the checkpoint: %w", ErrInternal, err)
 		}
 		return err
+	}
+	if rec.Full {
+		// A comparison run: its private backbone copy is dropped, nothing
+		// is committed; the record keeps its validation accuracy.
+		t.finish(j, func(r *smilepb.TrainJob) {
+			r.State, r.Stage = smilepb.JobState_JOB_SUCCEEDED, fmt.Sprintf("full fine-tuning done (best epoch %d); nothing committed", res.BestEpoch)
+			r.BestValAccuracy, r.EarlyStopped, r.Version = res.BestValAccuracy, res.EarlyStopped, r.BaseVersion
+		})
+		return nil
 	}
 	if res.Best == nil {
 		return fmt.Errorf("%w: the run gave no params", ErrInternal)
