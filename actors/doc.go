@@ -1,7 +1,18 @@
-// Package actors will hold SMILE's actors on protoactor-go: the vPLM actor
-// (a virtual actor per model, addressed by model id), the device actor (one
-// per device and backbone: owns the backbone weights, batches requests of
-// many vPLMs into shared forward passes, enforces each tenant's virtual
-// processor share) and the trainer actor, plus the messages between them.
-// Nothing lives here yet: the processor issue builds it on model and gpu.
+// Package actors holds SMILE's actors on protoactor-go and the node's
+// Service front door:
+//
+//   - the vPLM actor (vplm.go): a virtual actor per model, addressed by model
+//     id; it reads its catalog entry per request, tokenizes, and asks its
+//     node's device actor;
+//   - the device actor (device.go): one per device and backbone; it owns the
+//     backbone weights, batches requests of many vPLMs into shared forward
+//     passes, keeps params in host and device tiers, and enforces each
+//     tenant's virtual processor (sched: start-time fair queuing). Work items
+//     (work.go) put other device work, such as the trainer's steps and
+//     representation computing, into the same fair queue under a tenant;
+//   - training jobs (trainer.go, trainrun.go, traindata.go): a job trains a
+//     vPLM's adapter and head with model/train on representations cached in
+//     Badger (repcache.go), checkpoints every epoch, resumes after a crash,
+//     and commits the result as the vPLM's next version (blob, then catalog,
+//     then the actor's reload); eval.go scores a served vPLM on a dataset.
 package actors

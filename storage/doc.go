@@ -17,6 +17,11 @@
 //	b/<hex>              blob bytes; <hex> is the sha256 of the value
 //	r/<hex>              uint64 big-endian: how many vPLMs have params_digest
 //	                     sha256:<hex>; absent means none
+//	j/<job id>           TrainJob, protobuf: a training job's record
+//	k/<job id>           the job's last checkpoint (resume after a crash)
+//	x/<cache key>/...    the trainer's representation cache: a header,
+//	                     fp16 chunks, and a completion marker (see Records
+//	                     in kv.go)
 //
 // Ids and tenant names never contain '/' (see ValidID), so the prefixes
 // cannot collide. A reference count is changed in the same transaction as the
