@@ -3,6 +3,7 @@ package actors
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/smile-vplm/smile/internal/datasets"
 	"github.com/smile-vplm/smile/model"
 	"github.com/smile-vplm/smile/model/train"
+	"github.com/smile-vplm/smile/storage"
 )
 
 // evalBatch is how many texts one Classify call of Eval carries (at most
@@ -30,6 +32,9 @@ func (s *Service) Eval(ctx context.Context, req *smilepb.EvalRequest) (*smilepb.
 	id := req.GetModel()
 	v, err := s.Get(ctx, id)
 	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) && !errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
 		return nil, err
 	}
 	if v.Task != smilepb.Task_TASK_CLASSIFY {
@@ -49,11 +54,10 @@ func (s *Service) Eval(ctx context.Context, req *smilepb.EvalRequest) (*smilepb.
 	}
 	batch := min(evalBatch, s.env.Config.MaxTexts)
 	pred := make([]int, len(ex))
-	texts := make([]string, 0, batch)
 	var version uint64
 	for start := 0; start < len(ex); start += batch {
 		end := min(start+batch, len(ex))
-		texts = texts[:0]
+		texts := make([]string, 0, end-start) // the request owns it: not reused
 		for _, e := range ex[start:end] {
 			texts = append(texts, e.Text)
 		}
@@ -70,8 +74,8 @@ func (s *Service) Eval(ctx context.Context, req *smilepb.EvalRequest) (*smilepb.
 		case start == 0:
 			version = rep.Version
 			if !slices.Equal(rep.Labels, v.Labels) {
-				return nil, fmt.Errorf("%w: %s answered with labels %v, its catalog entry has %v (was it re-created during the evaluation?)",
-					ErrUnavailable, id, rep.Labels, v.Labels)
+				return nil, fmt.Errorf("%w: eval: %s answered with labels %v, its catalog entry has %v (re-created during the evaluation?)",
+					ErrModelChanged, id, rep.Labels, v.Labels)
 			}
 		case rep.Version != version:
 			return nil, fmt.Errorf("%w: eval: %s went from version %d to %d in the middle of the evaluation (a training job committed): evaluate again",

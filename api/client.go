@@ -1,15 +1,22 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smile-vplm/smile/api/smilepb"
 )
 
 // Client speaks the HTTP API of one `smile serve` (the CLI uses it). Errors
@@ -32,16 +39,48 @@ func NewClient(base string) (*Client, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
 	}
-	// The server learns the caller's deadline, so work for a caller that
-	// has given up is dropped there too.
+	data, err := c.send(ctx, method, path, b, body != nil)
+	if err != nil || out == nil {
+		return err
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return Errorf(CodeInternal, "decoding the answer: %v", err)
+	}
+	return nil
+}
+
+// send makes one call and returns the answer's body, or the server's error
+// as *Error.
+func (c *Client) send(ctx context.Context, method, path string, body []byte, hasBody bool) ([]byte, error) {
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(body)
+	}
+	resp, err := c.open(ctx, method, withDeadline(ctx, path), rd)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, Errorf(CodeUnavailable, "reading the answer: %v", err)
+	}
+	if resp.StatusCode >= 300 {
+		return nil, errorOf(resp.StatusCode, data)
+	}
+	return data, nil
+}
+
+// withDeadline adds ctx's deadline to path: the server learns it, so work
+// for a caller that has given up is dropped there too.
+func withDeadline(ctx context.Context, path string) string {
 	if dl, ok := ctx.Deadline(); ok {
 		ms := max(time.Until(dl).Milliseconds(), 1)
 		sep := "?"
@@ -50,9 +89,15 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		}
 		path += fmt.Sprintf("%stimeout_ms=%d", sep, ms)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
+	return path
+}
+
+// open sends a request; a transport failure is an unavailable *Error
+// carrying its cause.
+func (c *Client) open(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -61,31 +106,22 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		e := Errorf(CodeUnavailable, "%v", err)
 		e.cause = err
-		return e
+		return nil, e
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
-	if err != nil {
-		return Errorf(CodeUnavailable, "reading the answer: %v", err)
+	return resp, nil
+}
+
+// errorOf decodes an error answer.
+func errorOf(status int, data []byte) *Error {
+	var eb ErrorBody
+	if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+		return Errorf(CodeInternal, "HTTP %d: %s", status, strings.TrimSpace(string(data)))
 	}
-	if resp.StatusCode >= 300 {
-		var eb ErrorBody
-		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
-			return Errorf(CodeInternal, "HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-		}
-		e := &Error{Code: eb.Error.Code, Message: eb.Error.Message, Index: -1}
-		if eb.Error.Index != nil {
-			e.Index = *eb.Error.Index
-		}
-		return e
+	e := &Error{Code: eb.Error.Code, Message: eb.Error.Message, Index: -1}
+	if eb.Error.Index != nil {
+		e.Index = *eb.Error.Index
 	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return Errorf(CodeInternal, "decoding the answer: %v", err)
-	}
-	return nil
+	return e
 }
 
 // Create derives a vPLM.
@@ -141,4 +177,201 @@ func (c *Client) PutTenant(ctx context.Context, name string, t TenantRequest) er
 // Health checks the server.
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/v1/health", nil, nil)
+}
+
+// The training and evaluation calls speak protojson (see train.go).
+
+// callProto sends in (nil: no body) and decodes the answer into out.
+func (c *Client) callProto(ctx context.Context, method, path string, in, out proto.Message) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = protojson.Marshal(in); err != nil {
+			return Errorf(CodeBadRequest, "encoding the request: %v", err)
+		}
+	}
+	data, err := c.send(ctx, method, path, body, in != nil)
+	if err != nil {
+		return err
+	}
+	if err := protoRead.Unmarshal(data, out); err != nil {
+		return Errorf(CodeInternal, "decoding the answer: %v", err)
+	}
+	return nil
+}
+
+// protoRead reads answers leniently: a newer server may add fields.
+var protoRead = protojson.UnmarshalOptions{DiscardUnknown: true}
+
+// Train starts a training job for req.Model (on req.Dataset, a dataset
+// pulled on the server, or on req.ExamplesJsonl) and returns its record at
+// once; the job runs on the server (see WatchJob).
+func (c *Client) Train(ctx context.Context, req *smilepb.TrainRequest) (*smilepb.TrainJob, error) {
+	if req.GetModel() == "" {
+		return nil, Errorf(CodeBadRequest, "train: no model named")
+	}
+	var j smilepb.TrainJob
+	return &j, c.callProto(ctx, http.MethodPost, "/v1/models/"+url.PathEscape(req.GetModel())+"/train", req, &j)
+}
+
+// Job returns a training job's record.
+func (c *Client) Job(ctx context.Context, id string) (*smilepb.TrainJob, error) {
+	var j smilepb.TrainJob
+	return &j, c.callProto(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &j)
+}
+
+// Jobs lists the training jobs the server knows, of one model or ("") all.
+func (c *Client) Jobs(ctx context.Context, model string) ([]*smilepb.TrainJob, error) {
+	path := "/v1/jobs"
+	if model != "" {
+		path += "?" + url.Values{"model": {model}}.Encode()
+	}
+	data, err := c.send(ctx, http.MethodGet, path, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Jobs []json.RawMessage `json:"jobs"`
+	}
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, Errorf(CodeInternal, "decoding the answer: %v", err)
+	}
+	out := make([]*smilepb.TrainJob, len(list.Jobs))
+	for i, raw := range list.Jobs {
+		out[i] = &smilepb.TrainJob{}
+		if err := protoRead.Unmarshal(raw, out[i]); err != nil {
+			return nil, Errorf(CodeInternal, "decoding job %d of the answer: %v", i, err)
+		}
+	}
+	return out, nil
+}
+
+// CancelJob cancels a training job and returns its record.
+func (c *Client) CancelJob(ctx context.Context, id string) (*smilepb.TrainJob, error) {
+	var j smilepb.TrainJob
+	return &j, c.callProto(ctx, http.MethodDelete, "/v1/jobs/"+url.PathEscape(id), nil, &j)
+}
+
+// Eval scores a classification vPLM on a dataset split or uploaded examples.
+func (c *Client) Eval(ctx context.Context, req *smilepb.EvalRequest) (*smilepb.EvalReply, error) {
+	if req.GetModel() == "" {
+		return nil, Errorf(CodeBadRequest, "eval: no model named")
+	}
+	var r smilepb.EvalReply
+	return &r, c.callProto(ctx, http.MethodPost, "/v1/models/"+url.PathEscape(req.GetModel())+"/eval", req, &r)
+}
+
+// JobEnded reports whether a job is in a final state.
+func JobEnded(j *smilepb.TrainJob) bool {
+	switch j.GetState() {
+	case smilepb.JobState_JOB_SUCCEEDED, smilepb.JobState_JOB_FAILED, smilepb.JobState_JOB_CANCELED:
+		return true
+	}
+	return false
+}
+
+// Reconnection backoff of WatchJob.
+const (
+	watchBackoffMin = 100 * time.Millisecond
+	watchBackoffMax = 5 * time.Second
+)
+
+// WatchJob follows a training job: fn sees its current record at once and
+// then every change, until the job ends (WatchJob returns nil after fn saw
+// the final record), fn fails (its error is returned) or ctx ends. If the
+// stream breaks before the job ended, WatchJob reconnects with backoff
+// until ctx ends; after a reconnection fn sees the current record again.
+// An error on the first connection (an unknown job, no server) is returned
+// at once.
+func (c *Client) WatchJob(ctx context.Context, id string, fn func(*smilepb.TrainJob) error) error {
+	backoff := watchBackoffMin
+	connected := false
+	for {
+		ended, progressed, err := c.watchOnce(ctx, id, fn)
+		switch {
+		case ended:
+			return nil
+		case isCallback(err):
+			return err.(*callbackError).err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !connected && !progressed && err != nil:
+			return err
+		case err != nil && !retryable(err):
+			return err
+		}
+		connected = connected || progressed
+		if progressed {
+			backoff = watchBackoffMin
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, watchBackoffMax)
+	}
+}
+
+// callbackError is an error of WatchJob's fn, which ends the watch.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return e.err.Error() }
+
+func isCallback(err error) bool {
+	_, ok := err.(*callbackError)
+	return ok
+}
+
+// retryable reports whether a broken watch should reconnect: the server
+// was unreachable, overloaded or failed, not a refusal of the request.
+func retryable(err error) bool {
+	e, ok := errors.AsType[*Error](err)
+	if !ok {
+		return true
+	}
+	switch e.Code {
+	case CodeUnavailable, CodeOverloaded, CodeTimeout, CodeInternal:
+		return true
+	}
+	return false
+}
+
+// watchOnce reads one events stream. ended: fn saw a final record;
+// progressed: the stream opened and gave at least one record.
+func (c *Client) watchOnce(ctx context.Context, id string, fn func(*smilepb.TrainJob) error) (ended, progressed bool, err error) {
+	resp, err := c.open(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/events", nil)
+	if err != nil {
+		return false, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return false, false, errorOf(resp.StatusCode, data)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var j smilepb.TrainJob
+		if err := protoRead.Unmarshal(line, &j); err != nil {
+			return false, progressed, Errorf(CodeInternal, "job events: decoding a record: %v", err)
+		}
+		progressed = true
+		if err := fn(&j); err != nil {
+			return false, true, &callbackError{err}
+		}
+		if JobEnded(&j) {
+			return true, true, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return false, progressed, Errorf(CodeUnavailable, "job events: %v", err)
+	}
+	return false, progressed, Errorf(CodeUnavailable, "job events: the stream of job %s closed before the job ended", id)
 }

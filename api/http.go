@@ -23,7 +23,13 @@ import (
 type HTTPConfig struct {
 	MaxBodyBytes   int64         // request bodies beyond this get payload_too_large
 	RequestTimeout time.Duration // per request, unless the client asks for less (?timeout_ms=)
-	MaxListLimit   int
+	// MaxUploadBytes bounds the bodies of train and eval, which may carry a
+	// whole JSONL file of examples (base64 inside the JSON).
+	MaxUploadBytes int64
+	// EvalTimeout replaces RequestTimeout for eval, which runs a whole
+	// dataset through the model.
+	EvalTimeout  time.Duration
+	MaxListLimit int
 	// MaxInflight bounds the requests being handled at once; beyond it a
 	// request is answered overloaded at once, so a flood of connections
 	// cannot grow memory without bound (each may hold a body).
@@ -37,6 +43,10 @@ func (c HTTPConfig) Validate() error {
 		return fmt.Errorf("api: max body bytes %d: want at least 1024", c.MaxBodyBytes)
 	case c.RequestTimeout < time.Millisecond:
 		return fmt.Errorf("api: request timeout %v: want at least 1ms", c.RequestTimeout)
+	case c.MaxUploadBytes < c.MaxBodyBytes:
+		return fmt.Errorf("api: max upload bytes %d: want at least max body bytes (%d)", c.MaxUploadBytes, c.MaxBodyBytes)
+	case c.EvalTimeout < time.Millisecond:
+		return fmt.Errorf("api: eval timeout %v: want at least 1ms", c.EvalTimeout)
 	case c.MaxListLimit < 1:
 		return fmt.Errorf("api: max list limit %d: want at least 1", c.MaxListLimit)
 	case c.MaxInflight < 1:
@@ -47,7 +57,8 @@ func (c HTTPConfig) Validate() error {
 
 // DefaultHTTPConfig returns the defaults.
 func DefaultHTTPConfig() HTTPConfig {
-	return HTTPConfig{MaxBodyBytes: 8 << 20, RequestTimeout: 30 * time.Second, MaxListLimit: 1000, MaxInflight: 8192}
+	return HTTPConfig{MaxBodyBytes: 8 << 20, RequestTimeout: 30 * time.Second, MaxUploadBytes: 64 << 20,
+		EvalTimeout: 10 * time.Minute, MaxListLimit: 1000, MaxInflight: 8192}
 }
 
 // Handler serves the HTTP API over a node's service. Handlers are thin: they
@@ -58,14 +69,28 @@ type Handler struct {
 	log *slog.Logger
 	mux *http.ServeMux
 	sem chan struct{}
+	// kinds says which routes (by mux pattern) escape the default deadline.
+	kinds map[string]routeKind
+	// trainer serves the training and evaluation routes: svc, but for tests.
+	trainer trainer
 }
+
+// routeKind is how a route's deadline is set.
+type routeKind uint8
+
+const (
+	routeDefault routeKind = iota // RequestTimeout, or ?timeout_ms=
+	routeLong                     // EvalTimeout, or ?timeout_ms=
+	routeStream                   // none: it lasts until its subject ends or the client leaves
+)
 
 // NewHandler builds the HTTP API.
 func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{svc: svc, cfg: cfg, log: log, mux: http.NewServeMux(), sem: make(chan struct{}, max(cfg.MaxInflight, 1))}
+	h := &Handler{svc: svc, cfg: cfg, log: log, mux: http.NewServeMux(), sem: make(chan struct{}, max(cfg.MaxInflight, 1)),
+		kinds: map[string]routeKind{}}
 	h.mux.HandleFunc("GET /v1/health", h.health)
 	h.mux.HandleFunc("POST /v1/models", h.create)
 	h.mux.HandleFunc("GET /v1/models", h.list)
@@ -75,6 +100,7 @@ func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler 
 	h.mux.HandleFunc("POST /v1/models/{id}/embed", h.embed)
 	h.mux.HandleFunc("PUT /v1/tenants/{name}", h.putTenant)
 	h.mux.HandleFunc("GET /v1/stats", h.stats)
+	h.trainRoutes()
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
@@ -98,15 +124,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(CodeOverloaded, "%d requests in progress: retry later", cap(h.sem)))
 		return
 	}
+	// The deadline is set here, once, so handlers use r.Context(). A
+	// stream (a training job's events) has none: it lasts minutes, and
+	// ends when its job does or the client goes away.
 	ctx := r.Context()
+	if _, pattern := h.mux.Handler(r); h.kinds[pattern] != routeStream {
+		d := h.cfg.RequestTimeout
+		if h.kinds[pattern] == routeLong {
+			d = h.cfg.EvalTimeout
+		}
+		bounded, cancel, err := h.context(r, d)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		defer cancel()
+		ctx = bounded
+	}
 	h.mux.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// context bounds a request by the configured timeout, or the client's
-// shorter ?timeout_ms= (ServeHTTP applies it to every route, so handlers
-// use r.Context()).
-func (h *Handler) context(r *http.Request) (context.Context, context.CancelFunc, error) {
-	d := h.cfg.RequestTimeout
+// handle registers a route whose deadline is not the default one.
+func (h *Handler) handle(pattern string, kind routeKind, fn http.HandlerFunc) {
+	h.mux.HandleFunc(pattern, fn)
+	h.kinds[pattern] = kind
+}
+
+// context bounds a request by d, or the client's shorter ?timeout_ms=.
+func (h *Handler) context(r *http.Request, d time.Duration) (context.Context, context.CancelFunc, error) {
 	if s := r.URL.Query().Get("timeout_ms"); s != "" {
 		ms, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || ms < 1 {
@@ -157,23 +202,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // decode reads a JSON body strictly: bounded size, known fields only, one value.
 func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	// curl -d labels its body form-urlencoded unless told otherwise; the
-	// body is read as JSON either way. Anything else is a client mistake.
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") &&
-		!strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-		return Errorf(CodeBadRequest, "content type %q: want application/json", ct)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body, err := h.body(w, r, h.cfg.MaxBodyBytes)
 	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return Errorf(CodePayloadTooLarge, "request body over %d bytes", h.cfg.MaxBodyBytes)
-		}
-		return Errorf(CodeBadRequest, "reading the request body: %v", err)
-	}
-	// JSON is UTF-8; the decoder would quietly turn bad bytes into U+FFFD
-	// and answer for a text the client never sent.
-	if !utf8.Valid(body) {
-		return Errorf(CodeInvalidUTF8, "request body is not valid UTF-8 (byte offset %d)", invalidAt(body))
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -187,6 +218,30 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return Errorf(CodeBadRequest, "request body: more than one JSON value")
 	}
 	return nil
+}
+
+// body reads a JSON request body of at most limit bytes, checking its
+// content type and that it is UTF-8.
+func (h *Handler) body(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	// curl -d labels its body form-urlencoded unless told otherwise; the
+	// body is read as JSON either way. Anything else is a client mistake.
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") &&
+		!strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		return nil, Errorf(CodeBadRequest, "content type %q: want application/json", ct)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, Errorf(CodePayloadTooLarge, "request body over %d bytes", limit)
+		}
+		return nil, Errorf(CodeBadRequest, "reading the request body: %v", err)
+	}
+	// JSON is UTF-8; the decoder would quietly turn bad bytes into U+FFFD
+	// and answer for a text the client never sent.
+	if !utf8.Valid(body) {
+		return nil, Errorf(CodeInvalidUTF8, "request body is not valid UTF-8 (byte offset %d)", invalidAt(body))
+	}
+	return body, nil
 }
 
 // invalidAt is the offset of the first byte of b that is not valid UTF-8.

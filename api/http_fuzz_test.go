@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
+
+	"github.com/smile-vplm/smile/api/smilepb"
 )
 
 // FuzzDecodeCreate feeds arbitrary bodies through the create route's
@@ -38,5 +41,47 @@ func FuzzDecodeCreate(f *testing.F) {
 		if err := h.decode(w, r, &tr); err != nil && !KnownCode(ToError(err).Code) {
 			t.Fatalf("texts refusal %v has an unknown code", err)
 		}
+	})
+}
+
+// FuzzDecodeTrain feeds arbitrary bodies through the train route's
+// decoding (protojson, the uploaded JSONL and its labels) and the eval
+// route's: it must never panic, every refusal must carry a known code, and
+// accepted uploads must hold examples with text and a known label.
+func FuzzDecodeTrain(f *testing.F) {
+	for _, s := range []string{
+		`{"dataset":"imdb","config":{"epochs":2,"batch_size":16,"lr":0.001,"patience":-1,"seed":"7"}}`,
+		`{"examples_jsonl":"eyJ0ZXh0IjoiYSIsImxhYmVsIjoicG9zIn0KeyJ0ZXh0IjoiYiIsImxhYmVsIjoibmVnIn0K"}`, // two lines, pos and neg
+		`{"examples_jsonl":"eyJ0ZXh0IjoiYSIsImxhYmVsIjoibWVoIn0K"}`,
+		`{"model":"m","dataset":"imdb","split":"test"}`,
+		`{"config":{"lr":"NaN","warmup":"Infinity"},"dataset":"x"}`,
+		`{"examples_jsonl":"%%"}`, `{}`, `[]`, `null`, "{\"dataset\":\"\xff\"}", `{"dataset":"a"}{"dataset":"b"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	h := &Handler{cfg: DefaultHTTPConfig()}
+	labels := []string{"neg", "pos"}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		check := func(what string, err error) {
+			if e := ToError(err); err != nil && (!KnownCode(e.Code) || e.Status() < 400) {
+				t.Fatalf("%s refusal %v has code %q, status %d", what, err, e.Code, e.Status())
+			}
+		}
+		r := httptest.NewRequest(http.MethodPost, "/v1/models/m/train", bytes.NewReader(body))
+		r.SetPathValue("id", "m")
+		req, err := h.decodeTrain(httptest.NewRecorder(), r)
+		check("train", err)
+		if err == nil && len(req.ExamplesJsonl) > 0 {
+			ex, err := trainExamples(req.ExamplesJsonl, labels)
+			check("examples", err)
+			for i, e := range ex {
+				if e.Text == "" || !slices.Contains(labels, e.Label) {
+					t.Fatalf("example %d accepted: %+v", i, e)
+				}
+			}
+		}
+		var er smilepb.EvalRequest
+		r = httptest.NewRequest(http.MethodPost, "/v1/models/m/eval", bytes.NewReader(body))
+		check("eval", h.decodeProto(httptest.NewRecorder(), r, h.cfg.MaxUploadBytes, &er))
 	})
 }
