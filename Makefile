@@ -50,12 +50,16 @@ bench-smoke: build
 	$(BIN) --data-dir $(TEST_DATA) bench gemm --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench forward --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench serve --quick --json
+	$(BIN) --data-dir $(TEST_DATA) bench train --quick --json
+	$(BIN) --data-dir $(TEST_DATA) bench accuracy --quick --json
 
 # Full benchmark runs for docs/BENCHMARKS.md.
 bench: build
 	$(BIN) bench gemm --json
 	$(BIN) bench forward --json
 	$(BIN) bench serve --json
+	$(BIN) bench train --json
+	$(BIN) bench accuracy --json
 
 # Regenerate the JS reference outputs and measure the JS library (needs npm).
 reference:

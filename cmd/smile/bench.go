@@ -30,6 +30,8 @@ type benchOpts struct {
 	cpuprof   string
 	tasks     []string
 	methods   []string
+	seeds     int
+	maxTrain  int
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -57,6 +59,12 @@ func newBenchCmd(g *globals) *cobra.Command {
 			case "train":
 				return benchTrain(cmd.Context(), g, o, out)
 			case "accuracy":
+				if o.seeds < 1 || o.seeds > 100 {
+					return usagef("--seeds %d: want 1..100", o.seeds)
+				}
+				if o.maxTrain < 0 {
+					return usagef("--max-train %d: want 0 (all) or a positive count", o.maxTrain)
+				}
 				for _, t := range o.tasks {
 					if !slices.Contains(accTasks, t) {
 						return usagef("--task %q: want one of %v", t, accTasks)
@@ -78,6 +86,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve, train: backbones to measure")
 	cmd.Flags().StringSliceVar(&o.tasks, "task", accTasks, "accuracy: datasets to train on (--quick: imdb and spam)")
 	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, adapter-all, lora, full)")
+	cmd.Flags().IntVar(&o.seeds, "seeds", 3, "accuracy: seeds per task and method (--quick: 1)")
+	cmd.Flags().IntVar(&o.maxTrain, "max-train", 0, "accuracy: train on a stratified subset of at most this many training examples (0: all; validation and test stay whole)")
 	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	addServeFlags(cmd.Flags(), &o.serve)
 	return cmd

@@ -76,25 +76,25 @@ func loadTask(ctx context.Context, g *globals, bb model.Backbone, name string) (
 	return t, nil
 }
 
-// head keeps the first n examples of each label class in turn (a
-// stratified prefix, for quick runs).
+// headStratified keeps n examples, the first ones of each label in the
+// split's order, each label keeping its share (a stratified prefix).
 func headStratified(t *train.Texts, n int) *train.Texts {
 	if n >= t.Len() {
 		return t
 	}
-	var idx []int
-	taken := map[int]int{}
-	classes := 0
+	count := map[int]int{}
 	for _, l := range t.Labels {
-		classes = max(classes, l+1)
+		count[l]++
 	}
+	quota := map[int]int{}
+	for l, c := range count {
+		quota[l] = max(1, c*n/t.Len())
+	}
+	var idx []int
 	for i, l := range t.Labels {
-		if taken[l] < (n+classes-1)/classes {
-			taken[l]++
+		if quota[l] > 0 {
+			quota[l]--
 			idx = append(idx, i)
-		}
-		if len(idx) == n {
-			break
 		}
 	}
 	return t.Subset(idx)
@@ -158,7 +158,7 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 		return fmt.Errorf("bench accuracy: device %s has no host GEMM", bb.Device().Name())
 	}
 	tasks := o.tasks
-	seeds := 3
+	seeds := o.seeds
 	if o.quick && len(tasks) == len(accTasks) {
 		tasks = []string{"imdb", "spam"}
 	}
@@ -181,6 +181,9 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 		}
 		if o.quick {
 			t.train, t.val, t.test = headStratified(t.train, 160), headStratified(t.val, 60), headStratified(t.test, 100)
+		}
+		if o.maxTrain > 0 {
+			t.train = headStratified(t.train, o.maxTrain)
 		}
 		// Representations are computed once per task and input layer and
 		// shared by every method and seed, as the trainer's cache is.
@@ -319,7 +322,7 @@ func benchTrain(ctx context.Context, g *globals, o *benchOpts, w io.Writer) erro
 			}
 			n := 128
 			if o.quick {
-				n = 32
+				n = 16
 			}
 			texts = randomTexts(bb.Info().VocabSize, n, 128, 2)
 			layers = []int{9, 10, 11, 12}
