@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/smile-vplm/smile/api/smilepb"
 	"github.com/smile-vplm/smile/internal/datasets"
@@ -59,7 +60,10 @@ func (s *Service) Eval(ctx context.Context, req *smilepb.EvalRequest) (*smilepb.
 		end := min(start+batch, len(ex))
 		texts := make([]string, 0, end-start) // the request owns it: not reused
 		for _, e := range ex[start:end] {
-			texts = append(texts, e.Text)
+			// The model reads only a text's first tokens (its window), and
+			// training cut long texts the same way: a text past the serving
+			// limit is scored on its first MaxTextBytes bytes, not refused.
+			texts = append(texts, cutUTF8(e.Text, s.env.Config.MaxTextBytes))
 		}
 		rep, err := s.Classify(ctx, id, texts)
 		if err != nil {
@@ -167,4 +171,16 @@ func jsonlLines(b []byte) []int {
 		b = rest
 	}
 	return lines
+}
+
+// cutUTF8 returns s's longest prefix of at most n bytes that ends on a rune
+// boundary.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

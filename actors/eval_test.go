@@ -86,8 +86,20 @@ func TestEval(t *testing.T) {
 		t.Fatalf("eval %v; classify: %d right, confusion %v", rep, right, conf)
 	}
 
+	// A text past the serving limit (1,000 bytes on this node) is scored on
+	// its prefix, as training cut it: the same answer as the prefix alone.
 	long := append([]datasets.Example(nil), ex...)
-	long[9].Text = strings.Repeat("a", 1001) // the third batch's second text; line 12
+	long[9].Text = strings.Repeat("é", 600) // 1,200 bytes
+	cut := append([]datasets.Example(nil), ex...)
+	cut[9].Text = strings.Repeat("é", 500)
+	rl, err := svc.Eval(ctx, &smilepb.EvalRequest{Model: "clf", ExamplesJsonl: jsonl(t, long)})
+	if err != nil {
+		t.Fatalf("eval with a text past the limit: %v", err)
+	}
+	rc, err := svc.Eval(ctx, &smilepb.EvalRequest{Model: "clf", ExamplesJsonl: jsonl(t, cut)})
+	if err != nil || rl.N != rc.N || [4]uint64(rl.Confusion) != [4]uint64(rc.Confusion) {
+		t.Fatalf("long text %v, its prefix %v (%v)", rl, rc, err)
+	}
 	unknown := append([]datasets.Example(nil), ex...)
 	unknown[6].Label = "2" // line 8
 	for _, tc := range []struct {
@@ -98,7 +110,6 @@ func TestEval(t *testing.T) {
 		names  string
 		index  int
 	}{
-		{"text too long", &smilepb.EvalRequest{Model: "clf", ExamplesJsonl: jsonl(t, long)}, model.ErrTextTooLong, actors.CodeTextTooLong, "examples_jsonl line 12", 9},
 		{"unknown label", &smilepb.EvalRequest{Model: "clf", ExamplesJsonl: jsonl(t, unknown)}, datasets.ErrUnknownLabel, actors.CodeBadDataset, "examples_jsonl:8", -1},
 		{"malformed", &smilepb.EvalRequest{Model: "clf", ExamplesJsonl: []byte("{\"text\":\"a\",\"label\":\"0\"}\nnot json\n")}, datasets.ErrMalformed, actors.CodeBadDataset, "examples_jsonl:2", -1},
 		{"embed vPLM", &smilepb.EvalRequest{Model: "emb", Dataset: "imdb"}, actors.ErrWrongTask, actors.CodeWrongTask, "emb", -1},
