@@ -286,26 +286,7 @@ func (d *Device) LayerNorm(dst, x, gamma, beta gpu.Mat, eps float32) error {
 func layerNormRow(dst, x, gamma, beta []float32, eps float32) {
 	n := len(dst)
 	x, gamma, beta = x[:n], gamma[:n], beta[:n]
-	mean := sum64(x) / float64(n)
-	// Second pass: the variance about the mean, which does not cancel
-	// however large the mean is (four chains, as in sum64).
-	var s0, s1, s2, s3 float64
-	j := 0
-	for ; j+4 <= n; j += 4 {
-		d0 := float64(x[j]) - mean
-		d1 := float64(x[j+1]) - mean
-		d2 := float64(x[j+2]) - mean
-		d3 := float64(x[j+3]) - mean
-		s0 += d0 * d0
-		s1 += d1 * d1
-		s2 += d2 * d2
-		s3 += d3 * d3
-	}
-	for ; j < n; j++ {
-		d := float64(x[j]) - mean
-		s0 += d * d
-	}
-	inv := 1 / math.Sqrt((s0+s1+s2+s3)/float64(n)+float64(eps))
+	mean, inv := LayerNormStats(x, eps)
 	for j, v := range x {
 		dst[j] = float32((float64(v)-mean)*inv*float64(gamma[j]) + float64(beta[j]))
 	}

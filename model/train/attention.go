@@ -1,6 +1,6 @@
 package train
 
-import "math"
+import "github.com/smile-vplm/smile/gpu/cpu"
 
 // Packed ragged multi-head attention. qkv is [T, 3a] with columns q|k|v;
 // head h uses columns h*dh..(h+1)*dh of each (dh = a/heads); sequence s owns
@@ -112,44 +112,5 @@ func AttentionBackward(b BLAS, dqkv, dout, qkv, probs []float32, offsets []int, 
 	}
 }
 
-// softmaxRow replaces v by its softmax: e^(v-max v), summed in float64, each
-// rounded to float32 and scaled by 1/sum (gpu/cpu's expRow and softmaxRow).
-func softmaxRow(v []float32) {
-	m := v[0]
-	for _, x := range v[1:] {
-		if x > m {
-			m = x
-		}
-	}
-	mf := float64(m)
-	var s0, s1 float64
-	j := 0
-	for ; j+2 <= len(v); j += 2 {
-		e0 := expNeg(float64(v[j]) - mf)
-		e1 := expNeg(float64(v[j+1]) - mf)
-		v[j], v[j+1] = float32(e0), float32(e1)
-		s0 += e0
-		s1 += e1
-	}
-	if j < len(v) {
-		e := exp64(float64(v[j]) - mf)
-		v[j] = float32(e)
-		s0 += e
-	}
-	inv := 1 / (s0 + s1)
-	for j, e := range v {
-		v[j] = float32(float64(e) * inv)
-	}
-}
-
-// expNeg is e^x for x <= 0, clamped at -104 (e^-104 is 0 in float32) like
-// gpu/cpu's softmax loop.
-func expNeg(x float64) float64 {
-	if x < -104 {
-		x = -104
-	}
-	t := x*inv64ln2 + magic
-	k := math.Float64bits(t) - math.Float64bits(magic)
-	r := x - (t-magic)*ln2by64
-	return ((1 + r) + r*r*(0.5+r*(1.0/6))) * math.Float64frombits(exp2Tab[k&63]+(k>>6)<<52)
-}
+// softmaxRow replaces v by its softmax, exactly as gpu/cpu's kernel.
+func softmaxRow(v []float32) { cpu.SoftmaxHost(v) }

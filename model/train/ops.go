@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/smile-vplm/smile/gpu"
+	"github.com/smile-vplm/smile/gpu/cpu"
 )
 
 // Forward and backward operations on row-major float32 matrices with
@@ -149,24 +150,7 @@ func LayerNorm(y, mean, rstd, x, gamma, beta []float32, rows, cols int, eps floa
 	for r := 0; r < rows; r++ {
 		xr := x[r*cols : (r+1)*cols]
 		yr := y[r*cols : (r+1)*cols]
-		mu := sum64(xr) / float64(cols)
-		var s0, s1, s2, s3 float64
-		j := 0
-		for ; j+4 <= cols; j += 4 {
-			d0 := float64(xr[j]) - mu
-			d1 := float64(xr[j+1]) - mu
-			d2 := float64(xr[j+2]) - mu
-			d3 := float64(xr[j+3]) - mu
-			s0 += d0 * d0
-			s1 += d1 * d1
-			s2 += d2 * d2
-			s3 += d3 * d3
-		}
-		for ; j < cols; j++ {
-			d := float64(xr[j]) - mu
-			s0 += d * d
-		}
-		inv := 1 / math.Sqrt((s0+s1+s2+s3)/float64(cols)+float64(eps))
+		mu, inv := cpu.LayerNormStats(xr, eps)
 		switch {
 		case gamma != nil && beta != nil:
 			for j, v := range xr {
@@ -189,22 +173,6 @@ func LayerNorm(y, mean, rstd, x, gamma, beta []float32, rows, cols int, eps floa
 		}
 		rstd[r] = float32(inv)
 	}
-}
-
-// sum64 adds x in float64 over four chains (as gpu/cpu's sum64).
-func sum64(x []float32) float64 {
-	var s0, s1, s2, s3 float64
-	j := 0
-	for ; j+4 <= len(x); j += 4 {
-		s0 += float64(x[j])
-		s1 += float64(x[j+1])
-		s2 += float64(x[j+2])
-		s3 += float64(x[j+3])
-	}
-	for ; j < len(x); j++ {
-		s0 += float64(x[j])
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // LayerNormBackward accumulates LayerNorm's gradients from the saved mean
@@ -393,49 +361,12 @@ func L2NormalizeBackward(dx, dy, y, norm []float32, rows, cols int, eps float32)
 func Activate(act gpu.Activation, y, x []float32) {
 	y = y[:len(x)]
 	switch act {
-	case gpu.ActNone:
-		copy(y, x)
-	case gpu.ActReLU:
-		for j, v := range x {
-			b := math.Float32bits(v)
-			y[j] = math.Float32frombits(b &^ uint32(int32(b)>>31)) // negatives (and -0) to +0
-		}
-	case gpu.ActGELU:
-		for j, v := range x { // f*Phi(f) from phiTab, written out as gpu/cpu does
-			f := float64(v)
-			c := f
-			if !(c >= phiLo) {
-				c = float64(phiKLo) / phiH
-			}
-			if c > phiHi {
-				c = float64(phiKHi) / phiH
-			}
-			t := c*phiH + magic
-			k := int(int64(math.Float64bits(t) - math.Float64bits(magic)))
-			d := c - (t-magic)*(1.0/phiH)
-			p := &phiTab[k-phiKLo]
-			d2 := d * d
-			y[j] = float32(f * ((p[0] + p[1]*d) + d2*((p[2]+p[3]*d)+d2*(p[4]+p[5]*d))))
-		}
-	case gpu.ActGELUTanh:
-		for j, v := range x {
-			f := float64(v)
-			e := -2 * sqrt2p * (f + 0.044715*f*f*f) // e^e = e^(-2u), clamped as served
-			if e < -104 {
-				e = -104
-			}
-			if e > 89 {
-				e = 89
-			}
-			y[j] = float32(f / (1 + exp64(e)))
-		}
-	case gpu.ActTanh:
-		for j, v := range x {
-			y[j] = float32(tanh64(float64(v)))
-		}
+	case gpu.ActNone, gpu.ActReLU, gpu.ActGELU, gpu.ActGELUTanh, gpu.ActTanh:
 	default:
 		panic("train: Activate: unknown activation " + act.String())
 	}
+	copy(y, x) // a no-op when y is x
+	cpu.ActivateHost(y, act)
 }
 
 // ActivateBackward accumulates dx += dy * act'(x), x being the input of
@@ -459,20 +390,7 @@ func ActivateBackward(act gpu.Activation, dx, dy, x []float32) {
 		// (phi as the derivative of the polynomial): no exponential.
 		for j, v := range x {
 			f := float64(v)
-			c := f
-			if !(c >= phiLo) {
-				c = float64(phiKLo) / phiH
-			}
-			if c > phiHi {
-				c = float64(phiKHi) / phiH
-			}
-			t := c*phiH + magic
-			k := int(int64(math.Float64bits(t) - math.Float64bits(magic)))
-			d := c - (t-magic)*(1.0/phiH)
-			p := &phiTab[k-phiKLo]
-			d2 := d * d
-			cdf := (p[0] + p[1]*d) + d2*((p[2]+p[3]*d)+d2*(p[4]+p[5]*d))
-			pdf := (p[1] + 2*p[2]*d) + d2*((3*p[3]+4*p[4]*d)+d2*(5*p[5]))
+			cdf, pdf := cpu.NormCDFPDF(f)
 			dx[j] += float32(float64(dy[j]) * (cdf + f*pdf))
 		}
 	case gpu.ActGELUTanh:
@@ -481,13 +399,13 @@ func ActivateBackward(act gpu.Activation, dx, dy, x []float32) {
 		for j, v := range x {
 			f := float64(v)
 			u := sqrt2p * (f + 0.044715*f*f*f)
-			s := 1 / (1 + exp64(-2*u))
+			s := 1 / (1 + cpu.Exp64(-2*u))
 			du := sqrt2p * (1 + 3*0.044715*f*f)
 			dx[j] += float32(float64(dy[j]) * (s + f*2*s*(1-s)*du))
 		}
 	case gpu.ActTanh:
 		for j, v := range x {
-			th := tanh64(float64(v))
+			th := cpu.Tanh64(float64(v))
 			dx[j] += float32(float64(dy[j]) * (1 - th*th))
 		}
 	default:
@@ -495,86 +413,5 @@ func ActivateBackward(act gpu.Activation, dx, dy, x []float32) {
 	}
 }
 
-// Scalar functions, copies of gpu/cpu's (math.go), which serving computes
-// with; see there for their accuracy. They are not exported from gpu/cpu,
-// and the forward ops must match them to the float32 ulp.
-
-const (
-	magic    = 6755399441055744.0 // 1.5 * 2^52: adding it rounds to an integer
-	inv64ln2 = 64 / math.Ln2
-	ln2by64  = math.Ln2 / 64
-	sqrt2p   = 0.79788456080286535588 // sqrt(2/pi)
-)
-
-// exp2Tab[j] holds the bits of 2^(j/64).
-var exp2Tab = func() (t [64]uint64) {
-	for j := range t {
-		t[j] = math.Float64bits(math.Exp2(float64(j) / 64))
-	}
-	return t
-}()
-
-// exp64 is e^x with a relative error below 4e-11; 0 below -104, +Inf
-// above 89.
-func exp64(x float64) float64 {
-	if x < -104 {
-		return 0
-	}
-	if x > 89 {
-		return math.Inf(1)
-	}
-	t := x*inv64ln2 + magic
-	k := math.Float64bits(t) - math.Float64bits(magic)
-	kn := t - magic
-	r := x - kn*ln2by64
-	p := 1 + r*(1+r*(0.5+r*(1.0/6)))
-	return p * math.Float64frombits(exp2Tab[k&63]+(k>>6)<<52)
-}
-
-// phiTab row k holds the Taylor coefficients of the normal CDF to degree 5
-// around k/phiH (gpu/cpu's table).
-const (
-	phiH   = 32
-	phiLo  = -15.0
-	phiHi  = 6.0
-	phiKLo = int(phiLo*phiH) - 1
-	phiKHi = int(phiHi*phiH) + 1
-	phiDeg = 5
-)
-
-var phiTab = func() (t [phiKHi - phiKLo + 1][phiDeg + 1]float64) {
-	t[phiKHi-phiKLo][0] = 1
-	for k := phiKLo + 1; k < phiKHi; k++ {
-		x := float64(k) / phiH
-		c := &t[k-phiKLo]
-		c[0] = 0.5 * math.Erfc(-x/math.Sqrt2)
-		phi := math.Exp(-x*x/2) / math.Sqrt(2*math.Pi)
-		he := [phiDeg]float64{1, x}
-		for m := 1; m+1 < phiDeg; m++ {
-			he[m+1] = x*he[m] - float64(m)*he[m-1]
-		}
-		f := phi
-		for n := 1; n <= phiDeg; n++ {
-			f /= float64(n)
-			c[n] = f * he[n-1]
-			f = -f
-		}
-	}
-	return t
-}()
-
-// tanh64 is tanh with a relative error of a few 1e-8.
-func tanh64(x float64) float64 {
-	ax := math.Abs(x)
-	var r float64
-	switch {
-	case ax < 0.004:
-		r = ax * (1 - ax*ax*(1.0/3))
-	case ax > 10:
-		r = 1
-	default:
-		e := exp64(2 * ax)
-		r = (e - 1) / (e + 1)
-	}
-	return math.Copysign(r, x)
-}
+// sqrt2p is sqrt(2/pi), GELU-tanh's constant.
+const sqrt2p = 0.79788456080286535588
