@@ -475,13 +475,15 @@ func (h *Head) Apply(dst, pooled []float32) {
 		}
 	}
 	if h.Kind == HeadClassify {
-		softmax(dst)
+		Softmax(dst)
 	} else {
 		l2Normalize(dst)
 	}
 }
 
-func softmax(x []float32) {
+// Softmax replaces x by its softmax (float64 sums), as a classify head
+// answers.
+func Softmax(x []float32) {
 	m := x[0]
 	for _, v := range x[1:] {
 		m = max(m, v)

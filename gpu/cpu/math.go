@@ -93,18 +93,8 @@ var phiTab = func() (t [phiKHi - phiKLo + 1][phiDeg + 1]float64) {
 
 // normCDF is Φ(x) from phiTab (see above); NaN gives 0.
 func normCDF(x float64) float64 {
-	if !(x >= phiLo) {
-		x = float64(phiKLo) / phiH
-	}
-	if x > phiHi {
-		x = float64(phiKHi) / phiH
-	}
-	t := x*phiH + magic // rounds x*phiH to the integer k
-	k := int(int64(math.Float64bits(t) - math.Float64bits(magic)))
-	d := x - (t-magic)*(1.0/phiH) // exact
-	c := &phiTab[k-phiKLo]
-	d2 := d * d
-	return (c[0] + c[1]*d) + d2*((c[2]+c[3]*d)+d2*(c[4]+c[5]*d))
+	c, _ := NormCDFPDF(x)
+	return c
 }
 
 // tanh64 is tanh with a relative error of a few 1e-8.

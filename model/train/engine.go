@@ -645,27 +645,11 @@ func (e *Engine) Predict(ctx context.Context, in *Inputs) ([][]float32, error) {
 	for s := range out {
 		row := flat[s*C : (s+1)*C : (s+1)*C]
 		if e.headK == model.HeadClassify {
-			softmaxProbs(row)
+			model.Softmax(row)
 		}
 		out[s] = row
 	}
 	return out, nil
-}
-
-func softmaxProbs(x []float32) {
-	m := x[0]
-	for _, v := range x[1:] {
-		m = max(m, v)
-	}
-	var s float64
-	for i, v := range x {
-		ev := math.Exp(float64(v - m))
-		x[i] = float32(ev)
-		s += ev
-	}
-	for i := range x {
-		x[i] = float32(float64(x[i]) / s)
-	}
 }
 
 // Params returns a copy of the vPLM params as trained so far (the base
