@@ -42,7 +42,7 @@ func (t *trainer) start(rec *smilepb.TrainJob, ckpt []byte, data *jobData) {
 }
 
 func (t *trainer) run(ctx context.Context, j *runningJob, ckpt []byte, data *jobData) {
-	err := t.execute(ctx, j, ckpt, data)
+	err := t.executeSafe(ctx, j, ckpt, data)
 	cause := context.Cause(ctx)
 	switch {
 	case errors.Is(cause, errShutdown) && err != nil:
@@ -72,6 +72,18 @@ func (t *trainer) run(ctx context.Context, j *runningJob, ckpt []byte, data *job
 	j.changed = make(chan struct{})
 	j.mu.Unlock()
 	close(j.done)
+}
+
+// executeSafe is execute with a panic (a bug) failing the job instead of
+// the process.
+func (t *trainer) executeSafe(ctx context.Context, j *runningJob, ckpt []byte, data *jobData) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			t.log.Error("panic in a training job", "job", j.id, "panic", v)
+			err = fmt.Errorf("%w: training job: panic: %v", ErrInternal, v)
+		}
+	}()
+	return t.execute(ctx, j, ckpt, data)
 }
 
 // finish writes a job's final record (and drops its checkpoint).
@@ -155,7 +167,7 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 	}); err != nil {
 		return err
 	}
-	res, err := train.Fit(ctx, eng, trainSet, valSet, train.FitOptions{
+	opts := train.FitOptions{
 		Exec: func(ctx context.Context, tokens int, work func() error) error {
 			return exec(ctx, tokens, func(model.Backbone) error { return work() })
 		},
@@ -179,7 +191,14 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 			return context.Cause(ctx)
 		},
 		Resume: ckpt,
-	})
+	}
+	if rec.Full {
+		// A private copy of every weight with its optimizer moments is far
+		// bigger than a stored value may be (BERT-base: 1.8 GB); a
+		// comparison run that stops starts again.
+		opts.Checkpoint, opts.Resume = nil, nil
+	}
+	res, err := train.Fit(ctx, eng, trainSet, valSet, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)

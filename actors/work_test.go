@@ -90,10 +90,11 @@ func TestWorkOnDevice(t *testing.T) {
 	}
 	// Work whose deadline passes in the queue times out.
 	expired := make(chan error, 1)
+	deadline := time.Now().Add(10 * time.Millisecond)
 	go func() {
-		expired <- f.h.Do(ctx, f.sys, &Work{Tenant: "y", Deadline: time.Now().Add(10 * time.Millisecond), Run: func(model.Backbone) error { return nil }})
+		expired <- f.h.Do(ctx, f.sys, &Work{Tenant: "y", Deadline: deadline, Run: func(model.Backbone) error { return nil }})
 	}()
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(time.Until(deadline) + 30*time.Millisecond) // past it, however late the goroutine ran
 	if st := deviceStats(t, f); st.Batches != before.Batches {
 		t.Fatalf("inference ran beside work: %d batches, was %d", st.Batches, before.Batches)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -73,7 +74,16 @@ type Handler struct {
 	kinds map[string]routeKind
 	// trainer serves the training and evaluation routes: svc, but for tests.
 	trainer trainer
+	// stop is closed by StopStreams: open event streams end.
+	stop     chan struct{}
+	stopOnce sync.Once
 }
+
+// StopStreams ends every open event stream (their clients reconnect to
+// wherever the API is served next). A server registers it with
+// http.Server.RegisterOnShutdown: Shutdown waits for open connections, and
+// a stream would otherwise hold it until the job ends.
+func (h *Handler) StopStreams() { h.stopOnce.Do(func() { close(h.stop) }) }
 
 // routeKind is how a route's deadline is set.
 type routeKind uint8
@@ -90,7 +100,7 @@ func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler 
 		log = slog.Default()
 	}
 	h := &Handler{svc: svc, cfg: cfg, log: log, mux: http.NewServeMux(), sem: make(chan struct{}, max(cfg.MaxInflight, 1)),
-		kinds: map[string]routeKind{}}
+		kinds: map[string]routeKind{}, stop: make(chan struct{})}
 	h.mux.HandleFunc("GET /v1/health", h.health)
 	h.mux.HandleFunc("POST /v1/models", h.create)
 	h.mux.HandleFunc("GET /v1/models", h.list)

@@ -50,7 +50,8 @@ func (h *Handler) trainRoutes() {
 	if h.svc != nil {
 		h.trainer = h.svc
 	}
-	h.mux.HandleFunc("POST /v1/models/{id}/train", h.train)
+	// A train request may pull its dataset first (npm) and tokenizes it all.
+	h.handle("POST /v1/models/{id}/train", routeLong, h.train)
 	h.mux.HandleFunc("GET /v1/jobs", h.jobs)
 	h.mux.HandleFunc("GET /v1/jobs/{id}", h.job)
 	h.mux.HandleFunc("DELETE /v1/jobs/{id}", h.cancelJob)
@@ -201,8 +202,17 @@ func (h *Handler) jobEvents(w http.ResponseWriter, r *http.Request) {
 	// of a run (its ReadTimeout does not: net/http lifts the read deadline
 	// once the request is read).
 	_ = rc.SetWriteDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	started := false
-	err := h.trainer.WatchJob(r.Context(), r.PathValue("id"), func(j *smilepb.TrainJob) error {
+	err := h.trainer.WatchJob(ctx, r.PathValue("id"), func(j *smilepb.TrainJob) error {
 		b, err := protoOut.Marshal(j)
 		if err != nil {
 			return err

@@ -88,12 +88,14 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen %s: %w", addr, err)
 			}
+			handler := api.NewHandler(n.Service(), httpCfg, slog.Default())
 			srv := &http.Server{
-				Handler:           api.NewHandler(n.Service(), httpCfg, slog.Default()),
+				Handler:           handler,
 				ReadHeaderTimeout: 10 * time.Second,
 				ReadTimeout:       time.Minute, // a body trickled in forever holds a slot
 				IdleTimeout:       2 * time.Minute,
 			}
+			srv.RegisterOnShutdown(handler.StopStreams)
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			fmt.Fprintf(cmd.ErrOrStderr(), "smile: serving http://%s (backbone %s, data %s, actors %s)\n", ln.Addr(), backbone, g.dataDir, n.Address())

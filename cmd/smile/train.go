@@ -174,10 +174,16 @@ func newTrainCmd() *cobra.Command {
 				// Ctrl-C: the job would go on without anyone watching.
 				cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				if j, cerr := c.CancelJob(cctx, job.Id); cerr != nil {
+				j, cerr := c.CancelJob(cctx, job.Id)
+				if cerr != nil {
 					return fmt.Errorf("train: interrupted; canceling job %s failed: %w", job.Id, c.check(cerr))
-				} else if sf.asJSON {
+				}
+				if sf.asJSON {
 					_ = printJobLine(cmd.OutOrStdout(), j)
+				}
+				if j.State != smilepb.JobState_JOB_CANCELED {
+					// It ended before the cancel reached it.
+					return fmt.Errorf("train: interrupted, but job %s had already ended: %s", job.Id, strings.ToLower(strings.TrimPrefix(j.State.String(), "JOB_")))
 				}
 				return fmt.Errorf("train: interrupted: job %s canceled", job.Id)
 			}

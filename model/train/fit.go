@@ -92,7 +92,8 @@ func Fit(ctx context.Context, e *Engine, trainSet, valSet Dataset, opt FitOption
 			opt.Progress(p)
 		}
 	}
-	stopped := false
+	// A run checkpointed after its early stop has nothing left to do.
+	stopped := st.epoch > 0 && cfg.Patience >= 0 && st.bad > cfg.Patience && st.epoch < cfg.Epochs
 	for ep := st.epoch + 1; ep <= cfg.Epochs && !stopped; ep++ {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(ep)))
 		perm := rng.Perm(n)
@@ -313,7 +314,7 @@ func warmHead(ctx context.Context, e *Engine, trainSet, valSet Dataset, exec fun
 	if err != nil {
 		return err
 	}
-	res, err := Fit(ctx, he, tr, va, FitOptions{})
+	res, err := Fit(ctx, he, tr, va, FitOptions{Exec: exec}) // on the device's goroutine, like every step
 	if err != nil {
 		return err
 	}

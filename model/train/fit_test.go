@@ -206,3 +206,58 @@ func TestConfigValidation(t *testing.T) {
 		t.Errorf("a label outside the head: %v", err)
 	}
 }
+
+// TestFitResumeAfterEarlyStop: a run resumed from the checkpoint written
+// when it stopped early does not train on.
+func TestFitResumeAfterEarlyStop(t *testing.T) {
+	ctx := context.Background()
+	bb := backbones(t)["use-lite"]
+	spec, err := bb.(model.Trainable).TrainSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trainTx, valTx := imdbTexts(t, bb, "train", 64), imdbTexts(t, bb, "validation", 40)
+	newEngine := func() *train.Engine {
+		p, err := model.NewParams(bb, model.ParamsSpec{Adapter: model.AdapterBottleneck, Rank: 8, Head: model.HeadClassify, Labels: []string{"0", "1"}}, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A learning rate this small changes nothing measurable: validation
+		// accuracy never improves after epoch 1, so patience 1 stops at 3.
+		e, err := train.New(spec, p, train.MethodAdapter, train.Config{Epochs: 6, BatchSize: 32, LR: 1e-9, HeadLR: 1e-9, Patience: 1, HeadWarmup: -1}, bb.Device().(train.BLAS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := newEngine()
+	kind, layer := e.Input()
+	trainSet, err := train.Precompute(ctx, bb, kind, layer, trainTx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valSet, err := train.Precompute(ctx, bb, kind, layer, valTx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last []byte
+	res, err := train.Fit(ctx, e, trainSet, valSet, train.FitOptions{Checkpoint: func(_ int, ck []byte) error { last = ck; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.EarlyStopped || res.Epochs >= 6 {
+		t.Fatalf("run: %d epochs, early stopped %v: want an early stop", res.Epochs, res.EarlyStopped)
+	}
+	steps := 0
+	res2, err := train.Fit(ctx, newEngine(), trainSet, valSet, train.FitOptions{Resume: last, Progress: func(p train.Progress) {
+		if !p.EpochDone {
+			steps++
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps != 0 || res2.Epochs != res.Epochs || !res2.EarlyStopped {
+		t.Fatalf("resumed after the early stop: %d more steps, %d epochs (was %d), early stopped %v", steps, res2.Epochs, res.Epochs, res2.EarlyStopped)
+	}
+}
