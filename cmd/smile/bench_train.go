@@ -180,7 +180,7 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 			return err
 		}
 		if o.quick {
-			t.train, t.val, t.test = headStratified(t.train, 160), headStratified(t.val, 60), headStratified(t.test, 100)
+			t.train, t.val, t.test = headStratified(t.train, 128), headStratified(t.val, 48), headStratified(t.test, 100)
 		}
 		if o.maxTrain > 0 {
 			t.train = headStratified(t.train, o.maxTrain)
