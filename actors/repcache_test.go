@@ -12,7 +12,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/datasets"
 	"github.com/smile-vplm/smile/internal/testenv"
 	"github.com/smile-vplm/smile/model"
@@ -23,15 +22,7 @@ import (
 // useLiteDevice is a device actor on the real use-lite backbone.
 func useLiteDevice(t *testing.T) (*actor.ActorSystem, *DeviceHandle, model.Backbone) {
 	t.Helper()
-	z := testenv.UseLite(t)
-	dev, err := cpu.New(cpu.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bb, err := z.Load(dev, "use-lite")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bb := testenv.UseLiteBackbone(t)
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quietLog }))
 	h, err := SpawnDevice(sys, bb, &memSource{blobs: map[string][]byte{}, reads: map[string]int{}}, DefaultDeviceConfig())
 	if err != nil {
@@ -44,8 +35,6 @@ func useLiteDevice(t *testing.T) (*actor.ActorSystem, *DeviceHandle, model.Backb
 			t.Error(err)
 		}
 		sys.Shutdown()
-		bb.Close()
-		dev.Close()
 	})
 	return sys, h, bb
 }

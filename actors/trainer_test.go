@@ -18,7 +18,6 @@ import (
 	"github.com/smile-vplm/smile/actors"
 	"github.com/smile-vplm/smile/api/smilepb"
 	"github.com/smile-vplm/smile/cluster"
-	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/datasets"
 	"github.com/smile-vplm/smile/internal/testenv"
 	"github.com/smile-vplm/smile/model"
@@ -33,23 +32,7 @@ import (
 var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 // useLite loads the backbone (closed at cleanup, after the nodes using it).
-func useLite(t *testing.T) model.Backbone {
-	t.Helper()
-	z := testenv.UseLite(t)
-	dev, err := cpu.New(cpu.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bb, err := z.Load(dev, "use-lite")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		bb.Close()
-		dev.Close()
-	})
-	return bb
-}
+func useLite(t *testing.T) model.Backbone { return testenv.UseLiteBackbone(t) }
 
 type node struct {
 	*cluster.Node

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/zoo"
+	"github.com/smile-vplm/smile/model"
 )
 
 var (
@@ -56,4 +58,26 @@ func UseLite(t testing.TB) *zoo.Zoo {
 		t.Fatal(err)
 	}
 	return z
+}
+
+// UseLiteBackbone loads the default backbone on a new CPU device of its
+// own; both are closed when the test ends (after cleanups registered
+// later, such as nodes using it).
+func UseLiteBackbone(t testing.TB) model.Backbone {
+	t.Helper()
+	z := UseLite(t)
+	dev, err := cpu.New(cpu.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := z.Load(dev, zoo.DefaultModel)
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		bb.Close()
+		dev.Close()
+	})
+	return bb
 }

@@ -5,7 +5,6 @@ import (
 	"math"
 	"testing"
 
-	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/testenv"
 	"github.com/smile-vplm/smile/model"
 	"github.com/smile-vplm/smile/model/bert"
@@ -23,22 +22,14 @@ var parityTexts = []string{
 // backbones gives the real use-lite backbone and a small random BERT.
 func backbones(t *testing.T) map[string]model.Backbone {
 	t.Helper()
-	dev, err := cpu.New(cpu.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := testenv.UseLite(t)
-	ul, err := z.Load(dev, "use-lite")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ul := testenv.UseLiteBackbone(t)
 	cfg := bert.TinyConfig()
 	cfg.Layers = 3
-	bt, err := bert.NewRandom(dev, cfg, 7)
+	bt, err := bert.NewRandom(ul.Device(), cfg, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ul.Close(); bt.Close() })
+	t.Cleanup(func() { bt.Close() })
 	return map[string]model.Backbone{"use-lite": ul, "bert": bt}
 }
 

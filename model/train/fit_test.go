@@ -42,6 +42,21 @@ func imdbTexts(t *testing.T, bb model.Backbone, split string, n int) *train.Text
 	return tx
 }
 
+// precomputed caches two sets for e's input, as the trainer would.
+func precomputed(t *testing.T, bb model.Backbone, e *train.Engine, a, b *train.Texts) (train.Dataset, train.Dataset) {
+	t.Helper()
+	kind, layer := e.Input()
+	var sets [2]train.Dataset
+	for i, tx := range []*train.Texts{a, b} {
+		m, err := train.Precompute(context.Background(), bb, kind, layer, tx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sets[i] = m
+	}
+	return sets[0], sets[1]
+}
+
 // TestPrecomputeMatchesBackbone: the in-memory fp16 cache gives back what
 // the backbone computes, within fp16 rounding, for every input kind.
 func TestPrecomputeMatchesBackbone(t *testing.T) {
@@ -106,15 +121,7 @@ func TestFitLearnsAndResumes(t *testing.T) {
 		return e
 	}
 	e := newEngine()
-	kind, layer := e.Input()
-	trainSet, err := train.Precompute(ctx, bb, kind, layer, trainTx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	valSet, err := train.Precompute(ctx, bb, kind, layer, valTx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	trainSet, valSet := precomputed(t, bb, e, trainTx, valTx)
 	var losses []float64
 	var ckpt1 []byte
 	res, err := train.Fit(ctx, e, trainSet, valSet, train.FitOptions{
@@ -231,15 +238,7 @@ func TestFitResumeAfterEarlyStop(t *testing.T) {
 		return e
 	}
 	e := newEngine()
-	kind, layer := e.Input()
-	trainSet, err := train.Precompute(ctx, bb, kind, layer, trainTx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	valSet, err := train.Precompute(ctx, bb, kind, layer, valTx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	trainSet, valSet := precomputed(t, bb, e, trainTx, valTx)
 	var last []byte
 	res, err := train.Fit(ctx, e, trainSet, valSet, train.FitOptions{Checkpoint: func(_ int, ck []byte) error { last = ck; return nil }})
 	if err != nil {
