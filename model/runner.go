@@ -19,6 +19,7 @@ type DeviceParams struct {
 	kind   AdapterKind
 	rank   int
 	layers []devLayer // by layer number (index 0 unused); zero: not adapted
+	lowest int        // the lowest adapted layer (0: none)
 	head   Head
 	// Forward's grouping scratch: the call (epoch) that last saw these
 	// params and the index of their first item in it.
@@ -62,11 +63,20 @@ func (d *DeviceParams) Free() {
 }
 
 // Item is one text of a mixed batch: its ids (already Prepare'd by the
-// backbone) and the vPLM it belongs to. Params nil asks for the plain
-// backbone's pooled vector.
+// backbone), the vPLM it belongs to and where its lower layers come from.
+// Params nil asks for the plain backbone's pooled vector.
+//
+// Lower nil is full mode: the backbone runs every layer. A Lower is plot
+// mode: the item's states after layer Lower.Cut() come from the Lower (a
+// table of precomputed n-gram states) and only the layers above run, with
+// the adapter and head as usual. An adapter used in plot mode adapts only
+// layers above the cut (one at or below it could never act). The two modes
+// answer alike only as far as the Lower's states match the backbone's own,
+// so a vPLM is served in the mode it was trained in.
 type Item struct {
 	IDs    []int32
 	Params *DeviceParams
+	Lower  Lower
 }
 
 // Runner runs mixed batches, rows of many vPLMs in one forward pass over a
@@ -85,8 +95,11 @@ type Runner struct {
 	tmpLen int
 
 	epoch   uint64
+	start   []int // by item: the layer its states start at (0: embeddings)
 	order   []int
-	ids     [][]int32
+	ids     [][]int32 // by sorted row
+	offs    []int     // sorted rows' token offsets
+	host    []float32 // states on their way from one start layer to the next
 	pooled  []float32
 	groups  []runGroup
 	classes []runClass
@@ -110,9 +123,11 @@ type runGroup struct {
 	row0, row1 int // token rows
 }
 
-// runClass is consecutive groups whose adapters have the same kind and rank:
-// one segmented GEMM serves them all.
+// runClass is consecutive groups whose rows start at the same layer and
+// whose adapters have the same kind and rank: one segmented GEMM serves them
+// all.
 type runClass struct {
+	start  int
 	kind   AdapterKind
 	rank   int
 	g0, g1 int // groups [g0, g1)
@@ -267,6 +282,9 @@ func (r *Runner) upload(kind AdapterKind, rank int, alpha float32, layers []int,
 		scale = alpha / float32(rank)
 	}
 	for i, l := range layers {
+		if d.lowest == 0 || l < d.lowest {
+			d.lowest = l
+		}
 		dims := r.dims[l]
 		dl := &d.layers[l]
 		dl.ok = true
@@ -307,8 +325,17 @@ func (r *Runner) upload(kind AdapterKind, rank int, alpha float32, layers []int,
 // Forward runs one forward pass for all items and returns each item's
 // answer in the caller's order (one backing array): the head's answer for
 // items with Params, the backbone's pooled vector for the others. Rows are
-// grouped by Params inside the pass, so each adapter's rows are contiguous;
-// an item's answer equals its answer alone up to float rounding.
+// sorted by the layer their states start at (full-mode rows first), then by
+// adapter class and Params, so each adapter's rows are contiguous; an item's
+// answer equals its answer alone up to float rounding.
+//
+// Plot-mode rows join the pass at their cut: the rows already in it run up
+// to that layer (with their adapters), are read back to the host, and are
+// restored together with the new rows' states from their Lowers; a batch of
+// only plot-mode rows never embeds, and one with none embeds all rows at
+// once and reads nothing back. Items whose Lower cuts outside 1..Layers-1, or
+// whose adapter adapts a layer at or below their cut, are rejected with
+// ErrBadInput; a Lower's error is returned wrapped.
 func (r *Runner) Forward(ctx context.Context, items []Item) ([][]float32, error) {
 	if r.closed {
 		return nil, fmt.Errorf("%w: runner closed", ErrBadInput)
@@ -318,7 +345,16 @@ func (r *Runner) Forward(ctx context.Context, items []Item) ([][]float32, error)
 	}
 	r.epoch++
 	maxRank := 0
+	r.start = r.start[:0]
 	for i, it := range items {
+		cut := 0
+		if it.Lower != nil {
+			cut = it.Lower.Cut()
+			if cut < 1 || cut >= r.info.Layers {
+				return nil, fmt.Errorf("%w: forward: item %d: lower layers cut at layer %d, want 1..%d", ErrBadInput, i, cut, r.info.Layers-1)
+			}
+		}
+		r.start = append(r.start, cut)
 		p := it.Params
 		if p == nil {
 			continue
@@ -326,19 +362,25 @@ func (r *Runner) Forward(ctx context.Context, items []Item) ([][]float32, error)
 		if p.r != r || p.layers == nil {
 			return nil, fmt.Errorf("%w: forward: item %d: params freed or uploaded by another runner", ErrBadInput, i)
 		}
+		if p.lowest != 0 && p.lowest <= cut {
+			return nil, fmt.Errorf("%w: forward: item %d: adapter on layer %d, at or below the lower layers' cut at layer %d", ErrBadInput, i, p.lowest, cut)
+		}
 		if p.epoch != r.epoch {
 			p.epoch, p.first = r.epoch, i
 		}
 		maxRank = max(maxRank, p.rank)
 	}
-	// Sort items by class (plain first, then adapter kind and rank), then by
-	// params (in order of first appearance); stable, so a group keeps the
-	// caller's order.
+	// Sort items by start layer, then by class (plain first, then adapter
+	// kind and rank), then by params (in order of first appearance); stable,
+	// so a group keeps the caller's order.
 	r.order = r.order[:0]
 	for i := range items {
 		r.order = append(r.order, i)
 	}
 	slices.SortStableFunc(r.order, func(a, b int) int {
+		if c := cmp.Compare(r.start[a], r.start[b]); c != 0 {
+			return c
+		}
 		pa, pb := items[a].Params, items[b].Params
 		if c := cmp.Compare(classKey(pa), classKey(pb)); c != 0 {
 			return c
@@ -348,22 +390,22 @@ func (r *Runner) Forward(ctx context.Context, items []Item) ([][]float32, error)
 		}
 		return cmp.Compare(pa.first, pb.first)
 	})
-	r.ids = r.ids[:0]
-	for _, i := range r.order {
+	r.ids, r.offs = r.ids[:0], append(r.offs[:0], 0)
+	for j, i := range r.order {
 		r.ids = append(r.ids, items[i].IDs)
+		r.offs = append(r.offs, r.offs[j]+len(items[i].IDs))
 	}
-	st, err := r.bb.Embed(ctx, r.ids)
+	r.group(items)
+	if len(r.classes) > 0 {
+		if err := r.ensureTmp(r.offs[len(items)] * 2 * maxRank); err != nil {
+			return nil, err
+		}
+	}
+	st, err := r.states(ctx, items)
 	if err != nil {
 		return nil, err
 	}
 	defer r.bb.Release(st)
-	r.group(items, st.Offsets)
-	if len(r.classes) > 0 {
-		if err := r.ensureTmp(st.Tokens() * 2 * maxRank); err != nil {
-			return nil, err
-		}
-		st.Hooks = &r.hooks
-	}
 	n, dim := len(items), r.info.OutputDim
 	r.pooled = slices.Grow(r.pooled[:0], n*dim)[:n*dim]
 	if pr, ok := r.bb.(PoolRunner); ok {
@@ -397,6 +439,62 @@ func (r *Runner) Forward(ctx context.Context, items []Item) ([][]float32, error)
 	return out, nil
 }
 
+// states builds the sorted batch's state at its last start layer, all rows
+// in it: the rows of the first start layer are embedded (layer 0) or
+// restored from their Lowers, and each later start layer's rows join at
+// that layer (see restore). Intermediate states are released; the caller
+// releases the one returned.
+func (r *Runner) states(ctx context.Context, items []Item) (*State, error) {
+	var st *State
+	for j, n := 0, len(r.order); j < n; {
+		k := r.start[r.order[j]]
+		e := j + 1
+		for e < n && r.start[r.order[e]] == k {
+			e++
+		}
+		var err error
+		if k == 0 {
+			st, err = r.bb.Embed(ctx, r.ids[:e])
+		} else {
+			st, err = r.restore(ctx, items, st, j, e, k)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(r.classes) > 0 {
+			st.Hooks = &r.hooks
+		}
+		j = e
+	}
+	return st, nil
+}
+
+// restore makes the state at layer k of sorted rows [0, e): rows [0, j) from
+// prev (nil when j is 0), run up to layer k and read back, rows [j, e) from
+// their items' Lowers. It releases prev, also on errors.
+func (r *Runner) restore(ctx context.Context, items []Item, prev *State, j, e, k int) (*State, error) {
+	w := r.bb.StateWidth(k)
+	n := r.offs[e] * w
+	r.host = slices.Grow(r.host[:0], n)[:n]
+	if prev != nil {
+		err := r.bb.RunLayers(ctx, prev, k, nil)
+		if err == nil {
+			err = r.dev.Download(r.host[:r.offs[j]*w], prev.H)
+		}
+		r.bb.Release(prev)
+		if err != nil {
+			return nil, err
+		}
+	}
+	for s := j; s < e; s++ {
+		i := r.order[s]
+		if err := items[i].Lower.Lower(items[i].IDs, r.host[r.offs[s]*w:r.offs[s+1]*w]); err != nil {
+			return nil, fmt.Errorf("model: forward: item %d: lower layers: %w", i, err)
+		}
+	}
+	return r.bb.Restore(ctx, r.offs[:e+1], k, r.host)
+}
+
 func classKey(p *DeviceParams) int {
 	if p == nil {
 		return 0
@@ -411,23 +509,24 @@ func outDim(p *DeviceParams, pooled int) int {
 	return p.head.Out
 }
 
-// group finds the sorted batch's groups (token rows per Params) and
-// classes (groups per adapter kind and rank).
-func (r *Runner) group(items []Item, offsets []int) {
+// group finds the sorted batch's groups (token rows per start layer and
+// Params) and classes (groups per start layer, adapter kind and rank).
+func (r *Runner) group(items []Item) {
 	r.groups, r.classes = r.groups[:0], r.classes[:0]
 	for j := 0; j < len(r.order); {
-		p := items[r.order[j]].Params
+		i := r.order[j]
+		p, s := items[i].Params, r.start[i]
 		k := j + 1
-		for k < len(r.order) && items[r.order[k]].Params == p {
+		for k < len(r.order) && items[r.order[k]].Params == p && r.start[r.order[k]] == s {
 			k++
 		}
 		if p != nil {
 			g := len(r.groups)
-			r.groups = append(r.groups, runGroup{p: p, row0: offsets[j], row1: offsets[k]})
-			if c := len(r.classes) - 1; c >= 0 && r.classes[c].kind == p.kind && r.classes[c].rank == p.rank {
+			r.groups = append(r.groups, runGroup{p: p, row0: r.offs[j], row1: r.offs[k]})
+			if c := len(r.classes) - 1; c >= 0 && r.classes[c].start == s && r.classes[c].kind == p.kind && r.classes[c].rank == p.rank {
 				r.classes[c].g1 = g + 1
 			} else {
-				r.classes = append(r.classes, runClass{kind: p.kind, rank: p.rank, g0: g, g1: g + 1})
+				r.classes = append(r.classes, runClass{start: s, kind: p.kind, rank: p.rank, g0: g, g1: g + 1})
 			}
 		}
 		j = k
@@ -497,12 +596,27 @@ func (r *Runner) span(c runClass) (row0, row1 int) {
 	return r.groups[c.g0].row0, r.groups[c.g1-1].row1
 }
 
+// active is the classes whose rows lie in a state of rows token rows. Rows
+// join the batch's state by start layer and a class never spans two, so
+// these are a prefix; the others' rows are not in the state yet (and their
+// adapters adapt no layer it is running).
+func (r *Runner) active(rows int) []runClass {
+	n := 0
+	for n < len(r.classes) {
+		if _, row1 := r.span(r.classes[n]); row1 > rows {
+			break
+		}
+		n++
+	}
+	return r.classes[:n]
+}
+
 // QKV adds each LoRA adapter's update to its rows' q and v:
 // [uq | uv] = x [Aq | Av], q += uq Bq', v += uv Bv' (B' pre-scaled).
 func (h *runHooks) QKV(layer int, x, q, v gpu.Mat) error {
 	r := h.r
 	d := r.dev
-	for _, c := range r.classes {
+	for _, c := range r.active(x.Rows) {
 		if c.kind != AdapterLoRA || !r.segments(c, layer, wA) {
 			continue
 		}
@@ -528,7 +642,7 @@ func (h *runHooks) QKV(layer int, x, q, v gpu.Mat) error {
 func (h *runHooks) Attended(layer int, z gpu.Mat) error {
 	r := h.r
 	d := r.dev
-	for _, c := range r.classes {
+	for _, c := range r.active(z.Rows) {
 		if c.kind != AdapterBottleneck || !r.segments(c, layer, wDown) {
 			continue
 		}

@@ -22,6 +22,10 @@
 //	x/<cache key>/...    the trainer's representation cache: a header,
 //	                     fp16 chunks, and a completion marker (see Records
 //	                     in kv.go)
+//	t/<table id>/...     a PLOT table's manifest and n-gram list (records)
+//	p/<backbone>\x00<cut><n-gram key>
+//	                     one PLOT table entry, shared by every table of the
+//	                     backbone and cut (see plot.go)
 //
 // Ids and tenant names never contain '/' (see ValidID), so the prefixes
 // cannot collide. A reference count is changed in the same transaction as the

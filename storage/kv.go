@@ -20,6 +20,8 @@ import (
 //	x/<cache key>/h            a representation cache's header
 //	x/<cache key>/c/<%08d>     one chunk of cached representations
 //	x/<cache key>/done         the completion marker, written after every chunk
+//	t/<table id>/h             a PLOT table's manifest (see actors/plot.go)
+//	t/<table id>/g/<%08d>      a chunk of its n-gram list
 //
 // Keys within a namespace are opaque to the store; callers keep them
 // free of NUL bytes.
@@ -32,10 +34,11 @@ const (
 	NSJob        Namespace = "j/"
 	NSCheckpoint Namespace = "k/"
 	NSRepCache   Namespace = "x/"
+	NSPlotTable  Namespace = "t/"
 )
 
 func (ns Namespace) valid() bool {
-	return ns == NSJob || ns == NSCheckpoint || ns == NSRepCache
+	return ns == NSJob || ns == NSCheckpoint || ns == NSRepCache || ns == NSPlotTable
 }
 
 // Record is one keyed value, or (Delete) the removal of one.

@@ -130,6 +130,17 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// Sync writes what Badger buffers (its value log, its memtable's file)
+// to disk.
+func (s *Store) Sync() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.Sync()
+}
+
 // view runs fn in a read-only transaction.
 func (s *Store) view(fn func(txn *badger.Txn) error) error {
 	s.mu.RLock()

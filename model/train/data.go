@@ -21,7 +21,44 @@ func ComputeInputs(ctx context.Context, bb model.Backbone, kind InputKind, layer
 	if kind != InputStates && kind != InputPooled && kind != InputAttended {
 		return nil, fmt.Errorf("%w: train: input kind %d", model.ErrBadInput, kind)
 	}
-	st, err := bb.Embed(ctx, ids)
+	return computeFrom(ctx, bb, nil, kind, layer, ids)
+}
+
+// ComputeInputsLower is ComputeInputs for a vPLM in plot mode: the states
+// at lower.Cut() come from lower (a PLOT table) instead of the backbone's
+// layers 1..Cut(), and only the layers above run. A nil lower is
+// ComputeInputs. InputIDs, or an input below the cut (states before layer
+// Cut(), or the attention output of a layer at or below it), is an error
+// wrapping model.ErrBadInput: that part of the backbone never runs in plot
+// mode.
+func ComputeInputsLower(ctx context.Context, bb model.Backbone, lower model.Lower, kind InputKind, layer int, ids [][]int32) (*Inputs, error) {
+	if lower == nil {
+		return ComputeInputs(ctx, bb, kind, layer, ids)
+	}
+	cut := lower.Cut()
+	switch {
+	case cut < 1 || cut >= bb.Info().Layers:
+		return nil, fmt.Errorf("%w: train: plot cut %d of %d layers", model.ErrBadInput, cut, bb.Info().Layers)
+	case kind == InputIDs:
+		return nil, fmt.Errorf("%w: train: a plot-mode run cannot train the layers below its cut (%d)", model.ErrBadInput, cut)
+	case kind == InputStates && layer < cut, kind == InputAttended && layer <= cut:
+		return nil, fmt.Errorf("%w: train: input at layer %d lies below the plot cut %d", model.ErrBadInput, layer, cut)
+	case kind != InputStates && kind != InputPooled && kind != InputAttended:
+		return nil, fmt.Errorf("%w: train: input kind %d", model.ErrBadInput, kind)
+	}
+	return computeFrom(ctx, bb, lower, kind, layer, ids)
+}
+
+// computeFrom runs the frozen part from the embeddings (lower nil) or from
+// lower's states at its cut.
+func computeFrom(ctx context.Context, bb model.Backbone, lower model.Lower, kind InputKind, layer int, ids [][]int32) (*Inputs, error) {
+	var st *model.State
+	var err error
+	if lower == nil {
+		st, err = bb.Embed(ctx, ids)
+	} else {
+		st, err = lowerState(ctx, bb, lower, ids)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -49,6 +86,26 @@ func ComputeInputs(ctx context.Context, bb model.Backbone, kind InputKind, layer
 		return nil, err
 	}
 	return &Inputs{Offsets: st.Offsets, H: h}, nil
+}
+
+// lowerState builds the states at lower's cut for ids.
+func lowerState(ctx context.Context, bb model.Backbone, lower model.Lower, ids [][]int32) (*model.State, error) {
+	cut := lower.Cut()
+	w := bb.StateWidth(cut)
+	offsets := make([]int, len(ids)+1)
+	for i, s := range ids {
+		if len(s) == 0 {
+			return nil, fmt.Errorf("%w: train: sequence %d is empty", model.ErrBadInput, i)
+		}
+		offsets[i+1] = offsets[i] + len(s)
+	}
+	h := make([]float32, offsets[len(ids)]*w)
+	for i, s := range ids {
+		if err := lower.Lower(s, h[offsets[i]*w:offsets[i+1]*w]); err != nil {
+			return nil, fmt.Errorf("train: plot states of sequence %d: %w", i, err)
+		}
+	}
+	return bb.Restore(ctx, offsets, cut, h)
 }
 
 // attended runs st through layer and returns the states entering it and
@@ -170,11 +227,18 @@ const maxBatchTokens = 4096
 // 64 texts or 4,096 tokens, each batch run through exec (nil: inline).
 func Precompute(ctx context.Context, bb model.Backbone, kind InputKind, layer int, texts *Texts,
 	exec func(ctx context.Context, tokens int, work func() error) error) (*Memory, error) {
+	return PrecomputeLower(ctx, bb, nil, kind, layer, texts, exec)
+}
+
+// PrecomputeLower is Precompute for a vPLM in plot mode: the states at
+// lower.Cut() come from lower (see ComputeInputsLower); nil is Precompute.
+func PrecomputeLower(ctx context.Context, bb model.Backbone, lower model.Lower, kind InputKind, layer int, texts *Texts,
+	exec func(ctx context.Context, tokens int, work func() error) error) (*Memory, error) {
 	if exec == nil {
 		exec = func(_ context.Context, _ int, work func() error) error { return work() }
 	}
 	m := &Memory{kind: kind, labels: texts.Labels}
-	if kind == InputIDs {
+	if kind == InputIDs && lower == nil {
 		m.ids = texts.IDs
 		return m, nil
 	}
@@ -191,7 +255,7 @@ func Precompute(ctx context.Context, bb model.Backbone, kind InputKind, layer in
 		var in *Inputs
 		if err := exec(ctx, tokens, func() error {
 			var err error
-			in, err = ComputeInputs(ctx, bb, kind, layer, texts.IDs[b:e])
+			in, err = ComputeInputsLower(ctx, bb, lower, kind, layer, texts.IDs[b:e])
 			return err
 		}); err != nil {
 			return nil, err
