@@ -52,6 +52,7 @@ bench-smoke: build
 	$(BIN) --data-dir $(TEST_DATA) bench serve --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench train --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench accuracy --quick --json
+	$(BIN) --data-dir $(TEST_DATA) bench plot --quick --json
 
 # Full benchmark runs for docs/BENCHMARKS.md.
 bench: build
@@ -60,6 +61,7 @@ bench: build
 	$(BIN) bench serve --json
 	$(BIN) bench train --json
 	$(BIN) bench accuracy --json
+	$(BIN) bench plot --json
 
 # Regenerate the JS reference outputs and measure the JS library (needs npm).
 reference:

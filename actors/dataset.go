@@ -98,7 +98,7 @@ func (d *uncachedDataset) Load(ctx context.Context, idx []int) (*train.Inputs, [
 	for k, i := range idx {
 		ids[k] = d.ids[i]
 	}
-	planes, _, err := computeReps(ctx, d.key, ids, d.widths, d.cfg, d.exec)
+	planes, _, err := computeReps(ctx, d.key, nil, ids, d.widths, d.cfg, d.exec)
 	if err != nil {
 		return nil, nil, err
 	}

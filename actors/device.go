@@ -91,6 +91,9 @@ type Infer struct {
 	Digest   string    // params blob of the vPLM; "" runs the plain backbone
 	IDs      [][]int32 // prepared token ids, one sequence per text
 	Deadline time.Time // zero: none; a request still queued at its deadline fails with a timeout
+	// Lower, when set, gives the texts' states after its cut (a plot-mode
+	// vPLM's PLOT table): their rows skip layers 1..Cut() of the pass.
+	Lower model.Lower
 }
 
 // InferResult answers Infer: one output per text (classify: probabilities
@@ -860,7 +863,7 @@ func (d *deviceActor) run(b *batch, runner *model.Runner, tier *byteLRU[*model.D
 		}
 		p := params[j.msg.Digest]
 		for _, ids := range j.msg.IDs {
-			*items = append(*items, model.Item{IDs: ids, Params: p})
+			*items = append(*items, model.Item{IDs: ids, Params: p, Lower: j.msg.Lower})
 		}
 	}
 	if len(*items) > 0 {

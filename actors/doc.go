@@ -14,5 +14,12 @@
 //     vPLM's adapter and head with model/train on representations cached in
 //     Badger (repcache.go), checkpoints every epoch, resumes after a crash,
 //     and commits the result as the vPLM's next version (blob, then catalog,
-//     then the actor's reload); eval.go scores a served vPLM on a dataset.
+//     then the actor's reload); eval.go scores a served vPLM on a dataset;
+//   - PLOT tables (plot.go): lower-layer skipping. A table of the backbone's
+//     states after its first layers for token n-grams is built as a job of
+//     the same job system (BuildTable), stored in Badger and shared by
+//     content; a plot-mode vPLM's rows take their states at the cut from
+//     the table (opened once per node, cached in memory) instead of running
+//     those layers, in serving (the device actor's mixed batches) and in
+//     training alike.
 package actors

@@ -26,19 +26,25 @@ var (
 	ErrTimeout         = errors.New("actors: timeout")
 	ErrInternal        = errors.New("actors: internal error")
 
-	// Training.
-	ErrJobNotFound = errors.New("actors: no such training job")
-	// ErrJobConflict: a Train for a vPLM that already has a job queued or
-	// running (one at a time per vPLM).
-	ErrJobConflict = errors.New("actors: the vPLM already has an active training job")
+	// Training and table building.
+	ErrJobNotFound = errors.New("actors: no such job")
+	// ErrJobConflict: a Train for a vPLM, or a BuildTable for a table,
+	// that already has a job queued or running (one at a time for each).
+	ErrJobConflict = errors.New("actors: the vPLM or table already has an active job")
 	// ErrBadDataset: training data that cannot train the vPLM: no
 	// examples, fewer than two labels, a label the vPLM does not have, an
 	// unknown dataset name, an empty text. It wraps the internal/datasets
 	// sentinel of the cause where there is one.
-	ErrBadDataset = errors.New("actors: bad training data")
+	ErrBadDataset = errors.New("actors: bad dataset")
 	// ErrModelChanged: the vPLM got another version or was deleted while
 	// it trained; the job's result is not committed.
 	ErrModelChanged = errors.New("actors: the vPLM changed during training")
+
+	// PLOT tables (wire code not_found, bad_request).
+	ErrTableNotFound = errors.New("actors: no such PLOT table")
+	// ErrTableIncomplete: a plot-mode create on a table whose build has
+	// not finished (or was canceled: build it again to finish it).
+	ErrTableIncomplete = errors.New("actors: the PLOT table is not complete")
 )
 
 // Wire codes (the api/apierr table holds the same strings).
@@ -83,7 +89,7 @@ func Code(err error) string {
 		return CodeModelChanged
 	case errors.Is(err, ErrBadDataset):
 		return CodeBadDataset
-	case errors.Is(err, ErrNotFound), errors.Is(err, storage.ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrTableNotFound), errors.Is(err, storage.ErrNotFound):
 		return CodeNotFound
 	case errors.Is(err, ErrExists), errors.Is(err, storage.ErrExists):
 		return CodeExists
@@ -107,7 +113,7 @@ func Code(err error) string {
 		return CodeUnavailable
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return CodeTimeout
-	case errors.Is(err, ErrBadRequest), errors.Is(err, model.ErrBadInput), errors.Is(err, storage.ErrBadID),
+	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrTableIncomplete), errors.Is(err, model.ErrBadInput), errors.Is(err, storage.ErrBadID),
 		errors.Is(err, model.ErrBadParams):
 		return CodeBadRequest
 	}

@@ -25,7 +25,8 @@ import (
 // with the same cut, reads it instead of running the frozen layers again.
 //
 // A cache is named by a RepKey (backbone fingerprint, the texts' digest,
-// input kind, layer, window) and stored as (see storage/kv.go)
+// input kind, layer, window, and for a plot-mode vPLM the PLOT table its
+// lower layers come from) and stored as (see storage/kv.go)
 //
 //	x/<key>/h            header: the key's fields and the chunk plan
 //	x/<key>/c/<%08d>     chunk i: examples [start_i, start_{i+1})
@@ -52,6 +53,9 @@ type RepKey struct {
 	Kind         train.InputKind
 	Layer        int // as the engine's Input() gives it
 	MaxPositions int
+	// Table is the PLOT table whose states at its cut replace the
+	// backbone's lower layers ("": full mode, the backbone's own layers).
+	Table string
 }
 
 // RepWidths is the width of each plane of an engine input (kind at layer)
@@ -72,10 +76,14 @@ func RepWidths(bb model.Backbone, kind train.InputKind, layer int) ([]int, error
 // perToken reports whether kind has a row per token (else one per text).
 func perToken(kind train.InputKind) bool { return kind != train.InputPooled }
 
-// ID is the key's name in storage.
+// ID is the key's name in storage. A full-mode key's is what it was
+// before plot mode existed, so stored caches stay valid.
 func (k RepKey) ID() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "smile-repcache-v1\x00%s\x00%s\x00%d\x00%d\x00%d", k.Backbone, k.Dataset, k.Kind, k.Layer, k.MaxPositions)
+	if k.Table != "" {
+		fmt.Fprintf(h, "\x00plot\x00%s", k.Table)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:40]
 }
 
@@ -251,6 +259,9 @@ func (p *repPlan) header() []byte {
 	var b []byte
 	b = append(b, repHeaderMagic...)
 	s := fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d\x00%v\x00%d", p.key.Backbone, p.key.Dataset, p.key.Kind, p.key.Layer, p.key.MaxPositions, p.widths, len(p.rows))
+	if p.key.Table != "" {
+		s += "\x00plot\x00" + p.key.Table
+	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
 	b = append(b, s...)
 	for _, st := range p.starts {
@@ -394,13 +405,17 @@ func decodeRepChunk(b []byte, rows, widths []int) (*repChunk, error) {
 
 // Build makes sure the cache of key over ids (prepared ids, one sequence
 // per example) is complete, computing the chunks it lacks through exec,
-// and opens it. progress, if set, sees examples done (cached or computed)
-// out of the total after every chunk. A complete cache costs no device
-// work at all.
-func (c *RepCache) Build(ctx context.Context, key RepKey, ids [][]int32, widths []int, exec ExecFunc, progress func(done, total int)) (*RepSet, RepBuild, error) {
+// and opens it. lower is the PLOT table key.Table names (nil in full
+// mode): the states at its cut come from it. progress, if set, sees
+// examples done (cached or computed) out of the total after every chunk.
+// A complete cache costs no device work at all.
+func (c *RepCache) Build(ctx context.Context, key RepKey, lower model.Lower, ids [][]int32, widths []int, exec ExecFunc, progress func(done, total int)) (*RepSet, RepBuild, error) {
 	st := RepBuild{Examples: len(ids)}
 	if len(ids) == 0 {
 		return nil, st, fmt.Errorf("%w: no examples to cache", ErrBadDataset)
+	}
+	if (lower != nil) != (key.Table != "") {
+		return nil, st, fmt.Errorf("%w: representation cache of table %q with a lower part %v", ErrInternal, key.Table, lower != nil)
 	}
 	if err := checkPlanes(key.Kind, widths); err != nil {
 		return nil, st, err
@@ -443,7 +458,7 @@ func (c *RepCache) Build(ctx context.Context, key RepKey, ids [][]int32, widths 
 			continue
 		}
 		lo, hi := plan.starts[i], plan.starts[i+1]
-		planes, works, err := computeReps(ctx, key, ids[lo:hi], widths, c.cfg, exec)
+		planes, works, err := computeReps(ctx, key, lower, ids[lo:hi], widths, c.cfg, exec)
 		st.Works += works
 		if err != nil {
 			return nil, st, err
@@ -520,10 +535,10 @@ func checkPlanes(kind train.InputKind, widths []int) error {
 	return nil
 }
 
-// computeReps runs ids through the backbone in work items of at most
-// WorkTexts texts and WorkTokens tokens and returns their planes, rows in
-// example order.
-func computeReps(ctx context.Context, key RepKey, ids [][]int32, widths []int, cfg RepCacheConfig, exec ExecFunc) ([][]float32, int, error) {
+// computeReps runs ids through the backbone (above lower's cut, when
+// lower is set) in work items of at most WorkTexts texts and WorkTokens
+// tokens and returns their planes, rows in example order.
+func computeReps(ctx context.Context, key RepKey, lower model.Lower, ids [][]int32, widths []int, cfg RepCacheConfig, exec ExecFunc) ([][]float32, int, error) {
 	rows := 0
 	for _, s := range ids {
 		if perToken(key.Kind) {
@@ -550,7 +565,7 @@ func computeReps(ctx context.Context, key RepKey, ids [][]int32, widths []int, c
 		}
 		works++
 		if err := exec(ctx, tokens, func(bb model.Backbone) error {
-			in, err := train.ComputeInputs(ctx, bb, key.Kind, key.Layer, batch)
+			in, err := train.ComputeInputsLower(ctx, bb, lower, key.Kind, key.Layer, batch)
 			if err != nil {
 				return err
 			}

@@ -128,7 +128,7 @@ func TestRepCache(t *testing.T) {
 				t.Fatal(err)
 			}
 			key := RepKey{Backbone: "test-backbone", Dataset: IDsDigest(ids), Kind: tc.kind, Layer: tc.layer, MaxPositions: bb.Info().MaxPositions}
-			set, st, err := cache.Build(ctx, key, ids, widths, exec, nil)
+			set, st, err := cache.Build(ctx, key, nil, ids, widths, exec, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +137,7 @@ func TestRepCache(t *testing.T) {
 			}
 			w0 := works.Load()
 			var progress []int
-			set, st, err = cache.Build(ctx, key, ids, widths, exec, func(done, total int) { progress = append(progress, done) })
+			set, st, err = cache.Build(ctx, key, nil, ids, widths, exec, func(done, total int) { progress = append(progress, done) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestRepCache(t *testing.T) {
 				storage.Record{NS: storage.NSRepCache, Key: repChunkKey(id, 2), Delete: true}); err != nil {
 				t.Fatal(err)
 			}
-			_, st, err = cache.Build(ctx, key, ids, widths, exec, nil)
+			_, st, err = cache.Build(ctx, key, nil, ids, widths, exec, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

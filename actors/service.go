@@ -31,9 +31,24 @@ type CreateSpec struct {
 	Labels   []string
 	Adapter  model.AdapterKind
 	Rank     int   // 0: model.DefaultRank
-	Layers   []int // nil: model.DefaultAdapterLayers
+	Layers   []int // nil: model.DefaultAdapterLayers (plot mode: those above the table's cut)
 	EmbedDim int   // embed task: 0 answers the backbone's pooled width
+	// Mode is how the layers below the adapters run: "" or ModeFull on
+	// the backbone; ModePlot from Table, a complete PLOT table of the
+	// backbone (lower-layer skipping). A plot vPLM's adapters sit above
+	// the table's cut, and it trains in plot mode too.
+	Mode  string
+	Table string
 }
+
+// A vPLM's modes (CreateSpec.Mode, VPLM.mode).
+const (
+	ModeFull = storage.ModeFull
+	ModePlot = storage.ModePlot
+)
+
+// plotMode reports whether a vPLM runs in plot mode.
+func plotMode(v *smilepb.VPLM) bool { return v.GetMode() == ModePlot }
 
 // Service is the node's vPLM service: the creator and the processor's
 // front door. The API's handlers are thin wrappers over it. Its methods are
@@ -64,6 +79,11 @@ func (s *Service) DefaultBackbone() string { return s.backbone }
 // Create derives a new vPLM: an identity-initialised adapter and head (it
 // answers like the base backbone at once), stored as a blob, then committed
 // to the catalog.
+//
+// In plot mode the table must exist (ErrTableNotFound), be complete
+// (ErrTableIncomplete) and belong to the backbone: its name and the
+// fingerprint of its weights (ErrBadRequest); an adapter layer at or below
+// the table's cut is a bad request. The table is opened on this node.
 func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, error) {
 	if err := storage.ValidID(spec.ID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
@@ -88,8 +108,39 @@ func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, e
 	if ps.Rank == 0 {
 		ps.Rank = model.DefaultRank
 	}
+	mode, cut := ModeFull, 0
+	switch spec.Mode {
+	case "", ModeFull:
+		if spec.Table != "" {
+			return nil, fmt.Errorf("%w: table %q given for a full-mode vPLM (mode %q uses a table)", ErrBadRequest, spec.Table, ModePlot)
+		}
+	case ModePlot:
+		if spec.Table == "" {
+			return nil, fmt.Errorf("%w: a plot-mode vPLM needs a PLOT table", ErrBadRequest)
+		}
+		m, err := s.plotTableFor(ctx, spec.Backbone, spec.Table, spec.Tenant)
+		if err != nil {
+			return nil, err
+		}
+		mode, cut = ModePlot, int(m.Cut)
+	default:
+		return nil, fmt.Errorf("%w: mode %q: want %q or %q", ErrBadRequest, spec.Mode, ModeFull, ModePlot)
+	}
 	if len(ps.Layers) == 0 {
-		ps.Layers = model.DefaultAdapterLayers(dev.Backbone().Info().Layers)
+		for _, l := range model.DefaultAdapterLayers(dev.Backbone().Info().Layers) {
+			if l > cut {
+				ps.Layers = append(ps.Layers, l)
+			}
+		}
+		if len(ps.Layers) == 0 {
+			return nil, fmt.Errorf("%w: no default adapter layer lies above table %s's cut (%d)", ErrBadRequest, spec.Table, cut)
+		}
+	}
+	for _, l := range ps.Layers {
+		if l <= cut {
+			return nil, fmt.Errorf("%w: adapter layer %d: table %s replaces layers 1..%d, a plot-mode adapter needs a layer above %d",
+				ErrBadRequest, l, spec.Table, cut, cut)
+		}
 	}
 	switch spec.Task {
 	case smilepb.Task_TASK_CLASSIFY:
@@ -122,7 +173,10 @@ func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, e
 		Id: spec.ID, Tenant: spec.Tenant, Backbone: spec.Backbone, Task: spec.Task, Labels: spec.Labels,
 		Adapter:  &smilepb.AdapterConfig{Kind: adapterKindPB(ps.Adapter), Rank: uint32(ps.Rank), Layers: layers, Alpha: ps.Alpha},
 		EmbedDim: uint32(spec.EmbedDim), ParamsDigest: digest, ParamsBytes: uint64(len(blob)),
-		CreatedUnixMs: now, UpdatedUnixMs: now,
+		CreatedUnixMs: now, UpdatedUnixMs: now, Mode: mode,
+	}
+	if mode == ModePlot {
+		v.Table = spec.Table
 	}
 	out, err := s.env.Catalog.Apply(ctx, &smilepb.CatalogCommand{Cmd: &smilepb.CatalogCommand_Create{Create: &smilepb.CreateVPLM{Vplm: v}}})
 	if err != nil {

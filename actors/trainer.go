@@ -57,12 +57,23 @@ import (
 // are tokenized exactly as serving tokenizes them (tokenizeForServing), so
 // the model trains on the ids it will see.
 //
+// A plot-mode vPLM (VPLM.mode "plot") trains in the mode it serves in:
+// its engine inputs are computed from its PLOT table's states at the cut
+// (train.ComputeInputsLower) and cached under a key that names the table,
+// so caches of the two modes never mix; full fine-tuning of a plot vPLM is
+// a bad request (its lower layers never run).
+//
+// The same job system builds PLOT tables (plot.go): a job of kind "table"
+// goes through the same records, slots, progress, cancel and resume.
+//
 // Files: trainer.go (the service's methods, records), trainrun.go (a job's
 // run), traindata.go (its examples), repcache.go (the representation
-// cache), dataset.go (train.Dataset over it), work.go (device work).
+// cache), dataset.go (train.Dataset over it), work.go (device work),
+// plot.go (PLOT tables: building, opening, serving).
 //
 // Locks: trainer.mu is taken before a runningJob's mu, never the other way;
-// RepCache.mu and RepSet.mu are leaves.
+// trainer.tableMu is taken before trainer.mu where both are held;
+// RepCache.mu, RepSet.mu, plotTables.mu and a plot.Table's lock are leaves.
 
 // TrainerConfig configures a node's trainer.
 type TrainerConfig struct {
@@ -84,12 +95,16 @@ type TrainerConfig struct {
 	AfterCheckpoint func(ctx context.Context, jobID string, epoch int)
 	// Pull fetches a catalog dataset into dataDir; nil: datasets.Pull (npm).
 	Pull func(ctx context.Context, dataDir, name string) error
+	// Plot configures PLOT tables: their builds and the opened tables'
+	// memory.
+	Plot PlotConfig
 }
 
 // DefaultTrainerConfig: two jobs at once, progress persisted every 2 s and
 // watched at up to 10 updates a second.
 func DefaultTrainerConfig() TrainerConfig {
-	return TrainerConfig{MaxJobs: 2, Cache: DefaultRepCacheConfig(), PersistEvery: 2 * time.Second, WatchEvery: 100 * time.Millisecond}
+	return TrainerConfig{MaxJobs: 2, Cache: DefaultRepCacheConfig(), PersistEvery: 2 * time.Second, WatchEvery: 100 * time.Millisecond,
+		Plot: DefaultPlotConfig()}
 }
 
 // Validate checks the configuration.
@@ -100,12 +115,16 @@ func (c TrainerConfig) Validate() error {
 	case c.PersistEvery < 0 || c.WatchEvery < 0:
 		return fmt.Errorf("%w: persist every %v, watch every %v: want >= 0", ErrBadConfig, c.PersistEvery, c.WatchEvery)
 	}
+	if err := c.Plot.Validate(); err != nil {
+		return err
+	}
 	return c.Cache.Validate()
 }
 
 // TrainStore is what the trainer keeps in storage (storage.Store).
 type TrainStore interface {
 	RepStore
+	PlotStore
 	PutBlob(data []byte) (string, error)
 	GetBlob(digest string) ([]byte, error)
 }
@@ -122,7 +141,8 @@ type TrainRequest struct {
 	Config *smilepb.TrainConfig
 	// Full runs full fine-tuning of a private backbone copy instead, for
 	// comparison: the job reports its validation accuracy and commits
-	// nothing (a full copy is never served as a vPLM).
+	// nothing (a full copy is never served as a vPLM). A plot-mode vPLM
+	// cannot: its lower layers never run.
 	Full bool
 }
 
@@ -158,20 +178,24 @@ type trainer struct {
 
 	mu     sync.Mutex
 	jobs   map[string]*runningJob // active in this process, by id
-	active map[string]string      // vPLM id -> its active job's id
+	active map[string]string      // jobKey (vPLM id, or "table:" + table id) -> its active job's id
 	specs  map[string]*specEntry  // backbone -> its shared TrainSpec
 	blas   map[string]*cpu.Device // backbone -> private GEMM device, when its own is not a train.BLAS
 	closed bool
 	wg     sync.WaitGroup
 
 	pullMu sync.Mutex // one dataset pull at a time
+
+	// PLOT tables (plot.go).
+	tableMu sync.Mutex // serialises changes of table manifests
+	tables  *plotTables
 }
 
 // runningJob is a job whose goroutine runs in this process.
 type runningJob struct {
-	id, model string
-	cancel    context.CancelCauseFunc
-	done      chan struct{}
+	id, key string // key: what the job holds (jobKey)
+	cancel  context.CancelCauseFunc
+	done    chan struct{}
 
 	mu        sync.Mutex
 	rec       *smilepb.TrainJob
@@ -188,8 +212,8 @@ type specEntry struct {
 }
 
 // EnableTraining starts the node's trainer over store (jobs, checkpoints,
-// caches, uploaded examples). Call it once, before serving; then
-// ResumeJobs.
+// caches, uploaded examples, PLOT tables) and serves plot-mode vPLMs from
+// its tables. Call it once, before serving; then ResumeJobs.
 func (s *Service) EnableTraining(store TrainStore, cfg TrainerConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -207,6 +231,12 @@ func (s *Service) EnableTraining(store TrainStore, cfg TrainerConfig) error {
 		slots: make(chan struct{}, cfg.MaxJobs), jobs: map[string]*runningJob{}, active: map[string]string{},
 		specs: map[string]*specEntry{}, blas: map[string]*cpu.Device{},
 	}
+	s.tr.tables = newPlotTables(s.tr)
+	// Plot-mode vPLMs find their tables through the env; it is set here,
+	// before the node serves (no vPLM actor runs yet).
+	if s.env.Lower == nil {
+		s.env.Lower = s.tr.lowerFor
+	}
 	return nil
 }
 
@@ -217,9 +247,10 @@ func (s *Service) trainer() (*trainer, error) {
 	return s.tr, nil
 }
 
-// Shutdown stops the trainer: running jobs stop at their next step and
-// stay QUEUED/CACHING/TRAINING in storage, for ResumeJobs at the next
-// start. It waits for their goroutines (or ctx).
+// Shutdown stops the trainer: running jobs stop at their next step (or
+// batch of table entries) and stay QUEUED/CACHING/TRAINING in storage, for
+// ResumeJobs at the next start; opened tables stop warming. It waits for
+// their goroutines (or ctx).
 func (s *Service) Shutdown(ctx context.Context) error {
 	t := s.tr
 	if t == nil {
@@ -231,6 +262,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		j.cancel(errShutdown)
 	}
 	t.mu.Unlock()
+	t.tables.close()
 	done := make(chan struct{})
 	go func() { t.wg.Wait(); close(done) }()
 	select {
@@ -264,6 +296,10 @@ func (s *Service) Train(ctx context.Context, req TrainRequest) (*smilepb.TrainJo
 	dev, ok := s.devices[entry.Backbone]
 	if !ok {
 		return nil, fmt.Errorf("%w: backbone %q of %s is not served on this node", ErrUnavailable, entry.Backbone, entry.Id)
+	}
+	if req.Full && plotMode(entry) {
+		return nil, fmt.Errorf("%w: %s runs in plot mode (its layers 1..cut come from table %s): full fine-tuning would train layers it never runs",
+			ErrBadRequest, entry.Id, entry.Table)
 	}
 	cfg, err := trainConfig(req.Config, jobMethod(req.Full))
 	if err != nil {
@@ -324,7 +360,7 @@ func (s *Service) Train(ctx context.Context, req TrainRequest) (*smilepb.TrainJo
 	if other, busy := t.active[entry.Id]; busy {
 		return nil, fmt.Errorf("%w: %s is trained by job %s", ErrJobConflict, entry.Id, other)
 	}
-	if other, err := t.storedActive(entry.Id); err != nil {
+	if other, err := t.storedActive(jobKey(rec)); err != nil {
 		return nil, err
 	} else if other != "" {
 		return nil, fmt.Errorf("%w: %s has job %s left unfinished (it resumes when the node restarts, or cancel it)", ErrJobConflict, entry.Id, other)
@@ -336,16 +372,29 @@ func (s *Service) Train(ctx context.Context, req TrainRequest) (*smilepb.TrainJo
 	return proto.CloneOf(rec), nil
 }
 
-// storedActive finds an active job of model in storage that is not
-// running here (left by a stop, not resumed). t.mu is held.
-func (t *trainer) storedActive(modelID string) (string, error) {
+// storedActive finds an active job holding key (jobKey) in storage that
+// is not running here (left by a stop, not resumed). t.mu is held.
+func (t *trainer) storedActive(key string) (string, error) {
 	var found string
 	err := t.scan(func(r *smilepb.TrainJob) {
-		if r.Model == modelID && activeState(r.State) && t.jobs[r.Id] == nil {
+		if jobKey(r) == key && activeState(r.State) && t.jobs[r.Id] == nil {
 			found = r.Id
 		}
 	})
 	return found, err
+}
+
+// JobKindTable is TrainJob.kind of a job that builds a PLOT table; ""
+// is a training job.
+const JobKindTable = "table"
+
+// jobKey is what a job holds while active, one job at a time: its vPLM,
+// or its table ("table:<id>"; ':' is never in a vPLM id).
+func jobKey(r *smilepb.TrainJob) string {
+	if r.Kind == JobKindTable {
+		return "table:" + r.Table
+	}
+	return r.Model
 }
 
 func activeState(s smilepb.JobState) bool {
@@ -368,7 +417,8 @@ func (s *Service) Job(ctx context.Context, id string) (*smilepb.TrainJob, error)
 	return rec, err
 }
 
-// Jobs lists the jobs of a vPLM ("" = all), newest first.
+// Jobs lists the jobs of a vPLM or of a PLOT table (by its id), or all
+// jobs (""), newest first.
 func (s *Service) Jobs(ctx context.Context, modelID string) ([]*smilepb.TrainJob, error) {
 	t, err := s.trainer()
 	if err != nil {
@@ -377,7 +427,7 @@ func (s *Service) Jobs(ctx context.Context, modelID string) ([]*smilepb.TrainJob
 	var out []*smilepb.TrainJob
 	t.mu.Lock()
 	err = t.scan(func(r *smilepb.TrainJob) {
-		if modelID != "" && r.Model != modelID {
+		if modelID != "" && r.Model != modelID && r.Table != modelID {
 			return
 		}
 		if j := t.jobs[r.Id]; j != nil {
@@ -398,8 +448,11 @@ func (s *Service) Jobs(ctx context.Context, modelID string) ([]*smilepb.TrainJob
 	return out, nil
 }
 
-// CancelJob stops a job at its next step and waits for it to end (or ctx);
-// the catalog is left as it was. Canceling an ended job returns it as is.
+// CancelJob stops a job at its next step (a table job: after its batch of
+// entries in flight) and waits for it to end (or ctx); the catalog is left
+// as it was (a canceled table stays incomplete; building it again
+// computes only the entries it lacks). Canceling an ended job returns it
+// as is.
 func (s *Service) CancelJob(ctx context.Context, id string) (*smilepb.TrainJob, error) {
 	t, err := s.trainer()
 	if err != nil {
@@ -476,7 +529,8 @@ func (s *Service) WatchJob(ctx context.Context, id string, fn func(*smilepb.Trai
 }
 
 // ResumeJobs starts the jobs a previous run of the node left QUEUED,
-// CACHING or TRAINING, from their last checkpoints. Call it once at start.
+// CACHING or TRAINING, from their last checkpoints (a table job from the
+// entries it stored). Call it once at start.
 func (s *Service) ResumeJobs(ctx context.Context) error {
 	t, err := s.trainer()
 	if err != nil {
@@ -489,7 +543,7 @@ func (s *Service) ResumeJobs(ctx context.Context) error {
 	}
 	var left []*smilepb.TrainJob
 	if err := t.scan(func(r *smilepb.TrainJob) {
-		if activeState(r.State) && t.jobs[r.Id] == nil && t.active[r.Model] == "" {
+		if activeState(r.State) && t.jobs[r.Id] == nil && t.active[jobKey(r)] == "" {
 			left = append(left, r)
 		}
 	}); err != nil {
@@ -497,14 +551,14 @@ func (s *Service) ResumeJobs(ctx context.Context) error {
 	}
 	slices.SortFunc(left, func(a, b *smilepb.TrainJob) int { return cmp.Compare(a.CreatedUnixMs, b.CreatedUnixMs) })
 	for _, r := range left {
-		if t.active[r.Model] != "" {
-			continue // two left for one vPLM cannot happen; run the older
+		if t.active[jobKey(r)] != "" {
+			continue // two left for one vPLM or table cannot happen; run the older
 		}
 		ckpt, err := t.store.GetRecord(storage.NSCheckpoint, r.Id)
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return fmt.Errorf("%w: reading checkpoint of %s: %w", ErrUnavailable, r.Id, err)
 		}
-		t.log.Info("resuming training job", "job", r.Id, "model", r.Model, "epoch", r.Epoch, "checkpoint_bytes", len(ckpt))
+		t.log.Info("resuming job", "job", r.Id, "kind", r.Kind, "model", r.Model, "table", r.Table, "epoch", r.Epoch, "step", r.Step, "checkpoint_bytes", len(ckpt))
 		t.start(r, ckpt, nil)
 	}
 	return nil

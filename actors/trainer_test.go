@@ -355,32 +355,7 @@ func testTrainCancel(t *testing.T, n *node) {
 // directClassify answers texts with params run directly on the node's
 // backbone (a Runner inside device work), for comparison with serving.
 func directClassify(t *testing.T, ctx context.Context, n *node, bb model.Backbone, p *model.Params, texts []string) [][]float32 {
-	t.Helper()
-	ids, err := model.Tokenize(bb, texts, model.DefaultEmbedOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, _ := n.Device(bb.Info().Name)
-	var out [][]float32
-	err = dev.Do(ctx, n.ActorSystem(), &actors.Work{Tenant: "test", Run: func(bb model.Backbone) error {
-		r := model.NewRunner(bb)
-		defer r.Close()
-		dp, err := r.UploadParams(p)
-		if err != nil {
-			return err
-		}
-		defer dp.Free()
-		items := make([]model.Item, len(ids))
-		for i := range ids {
-			items[i] = model.Item{IDs: ids[i], Params: dp}
-		}
-		out, err = r.Forward(ctx, items)
-		return err
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return directLower(t, ctx, n, bb, p, nil, texts)
 }
 
 func maxDiff(a, b [][]float32) float64 {

@@ -18,6 +18,7 @@ import (
 	"github.com/smile-vplm/smile/gpu/cpu"
 	"github.com/smile-vplm/smile/internal/datasets"
 	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/model/plot"
 	"github.com/smile-vplm/smile/model/train"
 	"github.com/smile-vplm/smile/storage"
 )
@@ -29,10 +30,10 @@ import (
 // prepared examples when the caller has them.
 func (t *trainer) start(rec *smilepb.TrainJob, ckpt []byte, data *jobData) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	j := &runningJob{id: rec.Id, model: rec.Model, cancel: cancel, done: make(chan struct{}), rec: proto.CloneOf(rec),
+	j := &runningJob{id: rec.Id, key: jobKey(rec), cancel: cancel, done: make(chan struct{}), rec: proto.CloneOf(rec),
 		changed: make(chan struct{}), persisted: t.s.now()}
 	t.jobs[j.id] = j
-	t.active[j.model] = j.id
+	t.active[j.key] = j.id
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
@@ -47,22 +48,22 @@ func (t *trainer) run(ctx context.Context, j *runningJob, ckpt []byte, data *job
 	switch {
 	case errors.Is(cause, errShutdown) && err != nil:
 		// Stays active in storage; ResumeJobs continues it.
-		t.log.Info("training job stopped with the node", "job", j.id)
+		t.log.Info("job stopped with the node", "job", j.id)
 	case err == nil:
 	case errors.Is(cause, errJobCanceled):
 		t.finish(j, func(r *smilepb.TrainJob) {
 			r.State, r.Stage = smilepb.JobState_JOB_CANCELED, "canceled"
 		})
 	default:
-		t.log.Warn("training job failed", "job", j.id, "model", j.model, "err", err)
+		t.log.Warn("job failed", "job", j.id, "holds", j.key, "err", err)
 		t.finish(j, func(r *smilepb.TrainJob) {
 			r.State, r.Stage, r.Error = smilepb.JobState_JOB_FAILED, "failed", ToProto(err)
 		})
 	}
 	t.mu.Lock()
 	delete(t.jobs, j.id)
-	if t.active[j.model] == j.id {
-		delete(t.active, j.model)
+	if t.active[j.key] == j.id {
+		delete(t.active, j.key)
 	}
 	t.mu.Unlock()
 	// Watchers look again, now in storage (a job stopped with the node
@@ -79,8 +80,8 @@ func (t *trainer) run(ctx context.Context, j *runningJob, ckpt []byte, data *job
 func (t *trainer) executeSafe(ctx context.Context, j *runningJob, ckpt []byte, data *jobData) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			t.log.Error("panic in a training job", "job", j.id, "panic", v)
-			err = fmt.Errorf("%w: training job: panic: %v", ErrInternal, v)
+			t.log.Error("panic in a job", "job", j.id, "panic", v)
+			err = fmt.Errorf("%w: job: panic: %v", ErrInternal, v)
 		}
 	}()
 	return t.execute(ctx, j, ckpt, data)
@@ -103,6 +104,13 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 		return context.Cause(ctx)
 	}
 	rec := j.snapshot()
+	switch rec.Kind {
+	case "":
+	case JobKindTable:
+		return t.buildTable(ctx, j)
+	default:
+		return fmt.Errorf("%w: job %s is of kind %q, unknown to this node", ErrInternal, rec.Id, rec.Kind)
+	}
 	entry, err := t.s.env.Catalog.Get(ctx, rec.Model)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -145,6 +153,15 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 	if err != nil {
 		return err
 	}
+	var lower *plot.Table
+	if plotMode(entry) {
+		if rec.Full {
+			return fmt.Errorf("%w: %s runs in plot mode: full fine-tuning is not possible", ErrBadRequest, entry.Id)
+		}
+		if lower, err = t.openVPLMTable(ctx, entry); err != nil {
+			return err
+		}
+	}
 	blas, err := t.blasFor(entry.Backbone, bb)
 	if err != nil {
 		return err
@@ -158,7 +175,7 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
-	trainSet, valSet, err := t.inputs(ctx, j, eng, se, bb, data, exec)
+	trainSet, valSet, err := t.inputs(ctx, j, eng, se, bb, lower, data, exec)
 	if err != nil {
 		return err
 	}
@@ -311,10 +328,19 @@ func (t *trainer) loadData(ctx context.Context, dataset string) (*jobData, error
 	return uploadData(ex), nil
 }
 
-// inputs builds the engine's datasets: cached representations, or ids.
-func (t *trainer) inputs(ctx context.Context, j *runningJob, eng *train.Engine, se *specEntry, bb model.Backbone, data *jobData, exec ExecFunc) (trainSet, valSet train.Dataset, err error) {
+// inputs builds the engine's datasets: cached representations, or ids. A
+// plot-mode vPLM's (table set) come from its table's states at the cut.
+func (t *trainer) inputs(ctx context.Context, j *runningJob, eng *train.Engine, se *specEntry, bb model.Backbone, table *plot.Table, data *jobData, exec ExecFunc) (trainSet, valSet train.Dataset, err error) {
 	kind, layer := eng.Input()
+	var lower model.Lower
+	var tableID string
+	if table != nil {
+		lower, tableID = table, table.ID()
+	}
 	if kind == train.InputIDs {
+		if lower != nil {
+			return nil, nil, fmt.Errorf("%w: a plot-mode vPLM cannot train from token ids", ErrBadRequest)
+		}
 		return &idsDataset{ids: data.trainIDs, labels: data.trainLabels}, &idsDataset{ids: data.valIDs, labels: data.valLabels}, nil
 	}
 	widths, err := RepWidths(bb, kind, layer)
@@ -331,9 +357,21 @@ func (t *trainer) inputs(ctx context.Context, j *runningJob, eng *train.Engine, 
 		return nil, nil, err
 	}
 	base, cached := 0, 0
-	build := func(ids [][]int32, labels []int) (train.Dataset, error) {
-		key := RepKey{Backbone: se.fingerprint, Dataset: IDsDigest(ids), Kind: kind, Layer: layer, MaxPositions: bb.Info().MaxPositions}
-		set, st, err := t.cache.Build(ctx, key, ids, widths, exec, func(done, _ int) {
+	build := func(ids [][]int32, labels []int, training bool) (train.Dataset, error) {
+		key := RepKey{Backbone: se.fingerprint, Dataset: IDsDigest(ids), Kind: kind, Layer: layer, MaxPositions: bb.Info().MaxPositions, Table: tableID}
+		low := lower
+		if training && table != nil {
+			// The training split reads the table leave-one-out: an n-gram
+			// no other training text holds is hidden from the text that
+			// does, so training sees the coverage an unseen text gets when
+			// served (docs/BENCHMARKS.md measures what it buys).
+			counts := plot.NewCounter()
+			for _, s := range ids {
+				counts.Add(s)
+			}
+			low, key.Table = plot.LeaveOneOut{Table: table, Counts: counts}, tableID+"/leave-one-out"
+		}
+		set, st, err := t.cache.Build(ctx, key, low, ids, widths, exec, func(done, _ int) {
 			_ = t.update(j, false, func(r *smilepb.TrainJob) { r.Stage = fmt.Sprintf("caching %d/%d examples", base+done, total) })
 		})
 		if err != nil {
@@ -344,12 +382,12 @@ func (t *trainer) inputs(ctx context.Context, j *runningJob, eng *train.Engine, 
 		t.log.Debug("representations", "job", j.id, "examples", st.Examples, "cached", st.Cached, "computed", st.Computed, "works", st.Works)
 		return NewCachedDataset(set, labels)
 	}
-	if trainSet, err = build(data.trainIDs, data.trainLabels); err != nil {
+	if trainSet, err = build(data.trainIDs, data.trainLabels, true); err != nil {
 		return nil, nil, err
 	}
 	valSet = trainSet
 	if !data.valIsTrain {
-		if valSet, err = build(data.valIDs, data.valLabels); err != nil {
+		if valSet, err = build(data.valIDs, data.valLabels, false); err != nil {
 			return nil, nil, err
 		}
 	}

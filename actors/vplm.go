@@ -66,6 +66,11 @@ type Env struct {
 	Device func(backbone string) (*DeviceHandle, bool)
 	Config VPLMConfig
 	Log    *slog.Logger
+	// Lower gives a plot-mode vPLM's PLOT table, open on this node, whose
+	// states replace the backbone's layers 1..cut for its rows.
+	// Service.EnableTraining sets it when it is nil; without it a plot-mode
+	// vPLM answers unavailable.
+	Lower func(ctx context.Context, v *smilepb.VPLM) (model.Lower, error)
 }
 
 // VPLMKind is the cluster kind for vPLM actors using env.
@@ -236,7 +241,14 @@ func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string, 
 		a.fail(ctx, task, fmt.Errorf("%w: the deadline passed before the request reached its vPLM", ErrTimeout))
 		return
 	}
-	msg := &Infer{Tenant: e.Tenant, Digest: e.ParamsDigest, IDs: ids, Deadline: deadline}
+	var lower model.Lower
+	if plotMode(e) {
+		if lower, err = a.lower(e, deadline); err != nil {
+			a.fail(ctx, task, err)
+			return
+		}
+	}
+	msg := &Infer{Tenant: e.Tenant, Digest: e.ParamsDigest, IDs: ids, Deadline: deadline, Lower: lower}
 	fut := ctx.RequestFuture(a.dev.PID, msg, time.Until(deadline)+time.Second)
 	version := e.Version
 	labels := e.Labels
@@ -268,6 +280,22 @@ func (a *vplmActor) infer(ctx actor.Context, task smilepb.Task, texts []string, 
 		}
 		a.fail(ctx, task, err)
 	})
+}
+
+// lower gives a plot-mode vPLM's table. The first request of a table on
+// the node opens it (its manifest and n-gram list from storage, the
+// backbone's TrainSpec once): that request's actor waits for it.
+func (a *vplmActor) lower(e *smilepb.VPLM, deadline time.Time) (model.Lower, error) {
+	if a.env.Lower == nil {
+		return nil, fmt.Errorf("%w: %s runs in plot mode, and this node serves no PLOT tables", ErrUnavailable, e.Id)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	l, err := a.env.Lower(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 func (a *vplmActor) answer(ctx actor.Context, task smilepb.Task, labels []string, version uint64, r *InferResult, start, tokenized time.Time) {

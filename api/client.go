@@ -214,39 +214,24 @@ func (c *Client) Train(ctx context.Context, req *smilepb.TrainRequest) (*smilepb
 	return &j, c.callProto(ctx, http.MethodPost, "/v1/models/"+url.PathEscape(req.GetModel())+"/train", req, &j)
 }
 
-// Job returns a training job's record.
+// Job returns a job's record (training, or building a table).
 func (c *Client) Job(ctx context.Context, id string) (*smilepb.TrainJob, error) {
 	var j smilepb.TrainJob
 	return &j, c.callProto(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &j)
 }
 
-// Jobs lists the training jobs the server knows, of one model or ("") all.
+// Jobs lists the jobs the server knows, newest first: of one model, of
+// one PLOT table (by its id), or ("") all.
 func (c *Client) Jobs(ctx context.Context, model string) ([]*smilepb.TrainJob, error) {
 	path := "/v1/jobs"
 	if model != "" {
 		path += "?" + url.Values{"model": {model}}.Encode()
 	}
-	data, err := c.send(ctx, http.MethodGet, path, nil, false)
-	if err != nil {
-		return nil, err
-	}
-	var list struct {
-		Jobs []json.RawMessage `json:"jobs"`
-	}
-	if err := json.Unmarshal(data, &list); err != nil {
-		return nil, Errorf(CodeInternal, "decoding the answer: %v", err)
-	}
-	out := make([]*smilepb.TrainJob, len(list.Jobs))
-	for i, raw := range list.Jobs {
-		out[i] = &smilepb.TrainJob{}
-		if err := protoRead.Unmarshal(raw, out[i]); err != nil {
-			return nil, Errorf(CodeInternal, "decoding job %d of the answer: %v", i, err)
-		}
-	}
-	return out, nil
+	return getProtoList(ctx, c, path, "jobs", func() *smilepb.TrainJob { return &smilepb.TrainJob{} })
 }
 
-// CancelJob cancels a training job and returns its record.
+// CancelJob cancels a job (training, or building a table) and returns its
+// record.
 func (c *Client) CancelJob(ctx context.Context, id string) (*smilepb.TrainJob, error) {
 	var j smilepb.TrainJob
 	return &j, c.callProto(ctx, http.MethodDelete, "/v1/jobs/"+url.PathEscape(id), nil, &j)
@@ -259,6 +244,48 @@ func (c *Client) Eval(ctx context.Context, req *smilepb.EvalRequest) (*smilepb.E
 	}
 	var r smilepb.EvalReply
 	return &r, c.callProto(ctx, http.MethodPost, "/v1/models/"+url.PathEscape(req.GetModel())+"/eval", req, &r)
+}
+
+// BuildTable starts building a PLOT table (on req.Dataset, a dataset
+// pulled on the server, or on req.ExamplesJsonl, one {"text"} a line) and
+// returns its job (kind "table"; its table field names the table) at
+// once: follow it with WatchJob, stop it with CancelJob. A table that is
+// already complete gives a job that has succeeded.
+func (c *Client) BuildTable(ctx context.Context, req *smilepb.TableRequest) (*smilepb.TrainJob, error) {
+	var j smilepb.TrainJob
+	return &j, c.callProto(ctx, http.MethodPost, "/v1/tables", req, &j)
+}
+
+// Tables lists the PLOT tables stored on the server, newest first.
+func (c *Client) Tables(ctx context.Context) ([]*smilepb.PlotTable, error) {
+	return getProtoList(ctx, c, "/v1/tables", "tables", func() *smilepb.PlotTable { return &smilepb.PlotTable{} })
+}
+
+// Table describes a PLOT table: its manifest, the entries stored, and its
+// memory and lookups where it is open on the server.
+func (c *Client) Table(ctx context.Context, id string) (*smilepb.PlotTableInfo, error) {
+	var t smilepb.PlotTableInfo
+	return &t, c.callProto(ctx, http.MethodGet, "/v1/tables/"+url.PathEscape(id), nil, &t)
+}
+
+// getProtoList reads an answer {"<key>": [...]} of protojson items.
+func getProtoList[M proto.Message](ctx context.Context, c *Client, path, key string, alloc func() M) ([]M, error) {
+	data, err := c.send(ctx, http.MethodGet, path, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	var list map[string][]json.RawMessage
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, Errorf(CodeInternal, "decoding the answer: %v", err)
+	}
+	out := make([]M, len(list[key]))
+	for i, raw := range list[key] {
+		out[i] = alloc()
+		if err := protoRead.Unmarshal(raw, out[i]); err != nil {
+			return nil, Errorf(CodeInternal, "decoding item %d of the answer's %s: %v", i, key, err)
+		}
+	}
+	return out, nil
 }
 
 // JobEnded reports whether a job is in a final state.
@@ -276,7 +303,7 @@ const (
 	watchBackoffMax = 5 * time.Second
 )
 
-// WatchJob follows a training job: fn sees its current record at once and
+// WatchJob follows a job (training, or building a table): fn sees its current record at once and
 // then every change, until the job ends (WatchJob returns nil after fn saw
 // the final record), fn fails (its error is returned) or ctx ends. If the
 // stream breaks before the job ended, WatchJob reconnects with backoff

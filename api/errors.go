@@ -28,9 +28,9 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeTimeout         = "timeout"
 	CodeInternal        = "internal"
-	// Training and evaluation.
-	CodeJobNotFound  = "job_not_found" // no training job with that id
-	CodeJobConflict  = "job_conflict"  // the vPLM already has an active job
+	// Training, table building and evaluation.
+	CodeJobNotFound  = "job_not_found" // no job (training or table building) with that id
+	CodeJobConflict  = "job_conflict"  // the vPLM, or the PLOT table, already has an active job
 	CodeBadDataset   = "bad_dataset"   // examples that cannot train or score the vPLM (the line is named)
 	CodeModelChanged = "model_changed" // the vPLM got another version during the job or the evaluation
 )

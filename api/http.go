@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,8 +73,10 @@ type Handler struct {
 	sem chan struct{}
 	// kinds says which routes (by mux pattern) escape the default deadline.
 	kinds map[string]routeKind
-	// trainer serves the training and evaluation routes: svc, but for tests.
+	// trainer serves the training and evaluation routes, tables the PLOT
+	// table routes: svc, but for tests.
 	trainer trainer
+	tables  tableService
 	// stop is closed by StopStreams: open event streams end.
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -111,6 +114,7 @@ func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler 
 	h.mux.HandleFunc("PUT /v1/tenants/{name}", h.putTenant)
 	h.mux.HandleFunc("GET /v1/stats", h.stats)
 	h.trainRoutes()
+	h.tableRoutes()
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
@@ -291,7 +295,22 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 }
 
 func createSpec(req CreateModelRequest) (actors.CreateSpec, error) {
-	spec := actors.CreateSpec{ID: req.ID, Tenant: req.Tenant, Backbone: req.Backbone, Labels: req.Labels, Rank: req.Rank, Layers: req.Layers, EmbedDim: req.EmbedDim}
+	spec := actors.CreateSpec{ID: req.ID, Tenant: req.Tenant, Backbone: req.Backbone, Labels: req.Labels, Rank: req.Rank, Layers: req.Layers, EmbedDim: req.EmbedDim,
+		Mode: req.Mode, Table: req.Table}
+	// The mode is checked here too, before the service opens any table:
+	// these refusals need no node.
+	switch req.Mode {
+	case "", ModeFull:
+		if req.Table != "" {
+			return spec, Errorf(CodeBadRequest, "table %q given with mode %q: a table is for mode %q", req.Table, cmp.Or(req.Mode, ModeFull), ModePlot)
+		}
+	case ModePlot:
+		if req.Table == "" {
+			return spec, Errorf(CodeBadRequest, "mode %q needs a PLOT table (\"table\": an id of GET /v1/tables)", ModePlot)
+		}
+	default:
+		return spec, Errorf(CodeBadRequest, "mode %q: want %q or %q", req.Mode, ModeFull, ModePlot)
+	}
 	switch req.Task {
 	case "classify":
 		spec.Task = smilepb.Task_TASK_CLASSIFY
@@ -318,7 +337,10 @@ func ModelJSON(v *smilepb.VPLM) Model {
 	m := Model{
 		ID: v.Id, Tenant: v.Tenant, Backbone: v.Backbone, Labels: v.Labels, EmbedDim: int(v.EmbedDim),
 		Version: v.Version, ParamsDigest: v.ParamsDigest, ParamsBytes: v.ParamsBytes,
-		CreatedMs: v.CreatedUnixMs, UpdatedMs: v.UpdatedUnixMs, Layers: []int{},
+		CreatedMs: v.CreatedUnixMs, UpdatedMs: v.UpdatedUnixMs, Layers: []int{}, Mode: ModeFull,
+	}
+	if v.Mode == ModePlot {
+		m.Mode, m.Table = ModePlot, v.Table
 	}
 	switch v.Task {
 	case smilepb.Task_TASK_CLASSIFY:

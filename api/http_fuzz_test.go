@@ -18,6 +18,8 @@ func FuzzDecodeCreate(f *testing.F) {
 		`{"id":"m","task":"classify","labels":["a","b"]}`,
 		`{"id":"m","task":"embed","adapter":"lora","rank":8,"layers":[1,2]}`,
 		`{"id":"m","task":"classify","rank":-1}`,
+		`{"id":"m","task":"classify","labels":["a","b"],"mode":"plot","table":"plot-0123456789abcdef0123456789abcdef"}`,
+		`{"id":"m","task":"embed","mode":"full","table":"plot-x"}`, `{"id":"m","task":"embed","mode":"half"}`, `{"id":"m","task":"embed","mode":"plot"}`,
 		`{"texts":["a"]}`, `{}`, `[]`, `null`, `{"id":1}`, "{\"id\":\"\xff\"}", `{"id":"a"}{"id":"b"}`,
 	} {
 		f.Add([]byte(s))
@@ -35,6 +37,8 @@ func FuzzDecodeCreate(f *testing.F) {
 			if e := ToError(err); !KnownCode(e.Code) || e.Status() < 400 {
 				t.Fatalf("refusal %v has code %q, status %d", err, e.Code, e.Status())
 			}
+		} else if ok := (req.Mode == "" || req.Mode == ModeFull) && req.Table == "" || req.Mode == ModePlot && req.Table != ""; !ok {
+			t.Fatalf("accepted mode %q with table %q", req.Mode, req.Table)
 		}
 		var tr TextsRequest
 		r = httptest.NewRequest(http.MethodPost, "/v1/models/m/classify", bytes.NewReader(body))
@@ -83,5 +87,37 @@ func FuzzDecodeTrain(f *testing.F) {
 		var er smilepb.EvalRequest
 		r = httptest.NewRequest(http.MethodPost, "/v1/models/m/eval", bytes.NewReader(body))
 		check("eval", h.decodeProto(httptest.NewRecorder(), r, h.cfg.MaxUploadBytes, &er))
+	})
+}
+
+// FuzzDecodeTable feeds arbitrary bodies through the table build route's
+// decoding and checks (protojson, one corpus, the budget's sign): it must
+// never panic, every refusal must carry a known code, and an accepted
+// request must name exactly one corpus and no negative budget.
+func FuzzDecodeTable(f *testing.F) {
+	for _, s := range []string{
+		`{"dataset":"imdb"}`,
+		`{"dataset":"imdb","cut":1,"budget_bytes":"1048576","base":"plot-0123456789abcdef0123456789abcdef","backbone":"use-lite","tenant":"t"}`,
+		`{"examples_jsonl":"eyJ0ZXh0IjoiYSJ9Cg=="}`, // {"text":"a"}
+		`{"dataset":"imdb","examples_jsonl":"eyJ0ZXh0IjoiYSJ9Cg=="}`,
+		`{"dataset":"imdb","budget_bytes":"-1"}`, `{"dataset":"imdb","budget_bytes":-1}`, `{"dataset":"imdb","cut":-1}`,
+		`{"dataset":"imdb","cut":"4294967296"}`, `{"examples_jsonl":"%%"}`, `{"dataset":"x","budget":1}`,
+		`{}`, `[]`, `null`, "{\"dataset\":\"\xff\"}", `{"dataset":"a"}{"dataset":"b"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	h := &Handler{cfg: DefaultHTTPConfig()}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, "/v1/tables", bytes.NewReader(body))
+		req, err := h.decodeTable(httptest.NewRecorder(), r)
+		if err != nil {
+			if e := ToError(err); !KnownCode(e.Code) || e.Status() < 400 {
+				t.Fatalf("refusal %v has code %q, status %d", err, e.Code, e.Status())
+			}
+			return
+		}
+		if (req.Dataset == "") == (len(req.ExamplesJsonl) == 0) || req.BudgetBytes < 0 {
+			t.Fatalf("accepted %v", req)
+		}
 	})
 }

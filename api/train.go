@@ -159,18 +159,7 @@ func (h *Handler) jobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	out := struct {
-		Jobs []json.RawMessage `json:"jobs"`
-	}{Jobs: make([]json.RawMessage, 0, len(jobs))}
-	for _, j := range jobs {
-		b, err := protoOut.Marshal(j)
-		if err != nil {
-			writeError(w, Errorf(CodeInternal, "encoding job %s: %v", j.GetId(), err))
-			return
-		}
-		out.Jobs = append(out.Jobs, b)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeProtoList(w, "jobs", jobs)
 }
 
 func (h *Handler) job(w http.ResponseWriter, r *http.Request) {
@@ -271,6 +260,23 @@ func writeProto(w http.ResponseWriter, status int, m proto.Message) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(compactJSON(b), '\n'))
+}
+
+// writeProtoList answers {"<key>": [...]}, each item in protojson.
+func writeProtoList[M interface {
+	proto.Message
+	GetId() string
+}](w http.ResponseWriter, key string, items []M) {
+	list := make([]json.RawMessage, 0, len(items))
+	for _, m := range items {
+		b, err := protoOut.Marshal(m)
+		if err != nil {
+			writeError(w, Errorf(CodeInternal, "encoding the %s list at %s: %v", key, m.GetId(), err))
+			return
+		}
+		list = append(list, compactJSON(b))
+	}
+	writeJSON(w, http.StatusOK, map[string][]json.RawMessage{key: list})
 }
 
 // compactJSON removes the insignificant spaces protojson inserts (on

@@ -23,8 +23,9 @@ import (
 
 // startNode serves the HTTP API of a node on the real use-lite backbone,
 // an on-disk Badger in a temp dir, and the shared test data directory for
-// datasets (imdb pulled there if missing).
-func startNode(t *testing.T) (*Client, string) {
+// datasets (imdb pulled there if missing). opts adjust the node's
+// configuration.
+func startNode(t *testing.T, opts ...func(*cluster.NodeConfig)) (*Client, string) {
 	t.Helper()
 	z := testenv.UseLite(t)
 	ensureIMDB(t)
@@ -45,6 +46,9 @@ func startNode(t *testing.T) (*Client, string) {
 	cfg.Trainer.DataDir = testenv.DataDir()
 	cfg.Trainer.Pull = func(ctx context.Context, dataDir, name string) error {
 		return errors.New("no dataset pulls in this test")
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	n, err := cluster.Start(context.Background(), cfg, store, storage.NewCatalog(store), bb)
 	if err != nil {

@@ -1,6 +1,14 @@
 package api
 
+import "github.com/smile-vplm/smile/actors"
+
 // JSON bodies of the HTTP API (docs/api.md shows them in use).
+
+// A vPLM's modes: how the layers below its adapters run.
+const (
+	ModeFull = actors.ModeFull // the backbone's own layers
+	ModePlot = actors.ModePlot // lookups in a PLOT table replace layers 1..cut
+)
 
 // CreateModelRequest derives a vPLM from a backbone.
 type CreateModelRequest struct {
@@ -11,8 +19,10 @@ type CreateModelRequest struct {
 	Labels   []string `json:"labels,omitempty"`   // classify: 2..1000 labels
 	Adapter  string   `json:"adapter,omitempty"`  // "bottleneck" (default) or "lora"
 	Rank     int      `json:"rank,omitempty"`     // default 64
-	Layers   []int    `json:"layers,omitempty"`   // default: the backbone's upper half
+	Layers   []int    `json:"layers,omitempty"`   // default: the backbone's upper half (plot: those above the table's cut)
 	EmbedDim int      `json:"embed_dim,omitempty"`
+	Mode     string   `json:"mode,omitempty"`  // "full" (default) or "plot"
+	Table    string   `json:"table,omitempty"` // plot: the PLOT table's id (GET /v1/tables)
 }
 
 // Model is a vPLM's catalog entry.
@@ -26,6 +36,8 @@ type Model struct {
 	Rank         int      `json:"rank"`
 	Layers       []int    `json:"layers"`
 	EmbedDim     int      `json:"embed_dim,omitempty"`
+	Mode         string   `json:"mode"`            // "full" or "plot"
+	Table        string   `json:"table,omitempty"` // plot: the PLOT table it looks its lower layers up in
 	Version      uint64   `json:"version"`
 	ParamsDigest string   `json:"params_digest"`
 	ParamsBytes  uint64   `json:"params_bytes"`

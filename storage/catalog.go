@@ -233,8 +233,27 @@ func checkShape(v *smilepb.VPLM) error {
 	default:
 		return fmt.Errorf("%w: vPLM %q has task %v", ErrInvalid, v.GetId(), v.GetTask())
 	}
+	switch v.GetMode() {
+	case "", ModeFull:
+		if v.GetTable() != "" {
+			return fmt.Errorf("%w: vPLM %q runs in full mode but names PLOT table %q", ErrInvalid, v.GetId(), v.GetTable())
+		}
+	case ModePlot:
+		if v.GetTable() == "" {
+			return fmt.Errorf("%w: plot-mode vPLM %q names no PLOT table", ErrInvalid, v.GetId())
+		}
+	default:
+		return fmt.Errorf("%w: vPLM %q has mode %q: want %q or %q", ErrInvalid, v.GetId(), v.GetMode(), ModeFull, ModePlot)
+	}
 	return nil
 }
+
+// A vPLM's modes (VPLM.mode): its lower layers run on the backbone (full;
+// an empty mode reads as full) or come from a PLOT table (plot).
+const (
+	ModeFull = "full"
+	ModePlot = "plot"
+)
 
 func planDelete(txn *badger.Txn, id string) (*change, error) {
 	if err := ValidID(id); err != nil {

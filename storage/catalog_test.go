@@ -174,6 +174,50 @@ func TestCatalogCreate(t *testing.T) {
 	}
 }
 
+// TestCatalogModes: a vPLM runs in full mode (mode "" or "full", no
+// table) or in plot mode (mode "plot" with its table); a new version keeps
+// both; anything else is ErrInvalid and leaves nothing.
+func TestCatalogModes(t *testing.T) {
+	s, _ := openTest(t)
+	c := NewCatalog(s)
+	d := mustPut(t, s, "params")
+	d2 := mustPut(t, s, "params v2")
+	with := func(id, mode, table string) *smilepb.VPLM {
+		v := testVPLM(id, "acme", d)
+		v.Mode, v.Table = mode, table
+		return v
+	}
+	for _, v := range []*smilepb.VPLM{with("m-none", "", ""), with("m-full", ModeFull, ""), with("m-plot", ModePlot, "plot-0123abcd")} {
+		got := mustApply(t, c, createOf(v))
+		if got.Mode != v.Mode || got.Table != v.Table {
+			t.Fatalf("created %q: mode %q table %q, want %q %q", v.Id, got.Mode, got.Table, v.Mode, v.Table)
+		}
+	}
+	nv := mustApply(t, c, newVersionCmd("m-plot", 2, d2))
+	if nv.Mode != ModePlot || nv.Table != "plot-0123abcd" {
+		t.Fatalf("a new version lost the mode: %v", nv)
+	}
+	for _, tc := range []struct {
+		name string
+		v    *smilepb.VPLM
+	}{
+		{"plot without table", with("b1", ModePlot, "")},
+		{"full with table", with("b2", ModeFull, "plot-0123abcd")},
+		{"unset mode with table", with("b3", "", "plot-0123abcd")},
+		{"unknown mode", with("b4", "half", "")},
+		{"mode case", with("b5", "PLOT", "plot-0123abcd")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v, err := c.Apply(createOf(tc.v)); !errors.Is(err, ErrInvalid) || v != nil {
+				t.Fatalf("Apply = %v, %v; want ErrInvalid", v, err)
+			}
+		})
+	}
+	if n, err := c.Count(); err != nil || n != 3 {
+		t.Fatalf("Count = %d, %v; failed creates must leave nothing", n, err)
+	}
+}
+
 func TestCatalogDelete(t *testing.T) {
 	s, _ := openTest(t)
 	c := NewCatalog(s)

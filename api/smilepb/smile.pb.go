@@ -282,6 +282,13 @@ type VPLM struct {
 	ParamsBytes   uint64 `protobuf:"varint,10,opt,name=params_bytes,json=paramsBytes,proto3" json:"params_bytes,omitempty"`
 	CreatedUnixMs int64  `protobuf:"varint,11,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
 	UpdatedUnixMs int64  `protobuf:"varint,12,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
+	// How the layers below the adapters run: "full" (the backbone's own
+	// layers) or "plot" (lower-layer skipping: the states after the table's
+	// cut come from a PLOT table); "" reads as full. A vPLM trains in the mode
+	// it serves in.
+	Mode string `protobuf:"bytes,13,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The PLOT table (PlotTable.id) of a plot-mode vPLM; empty in full mode.
+	Table         string `protobuf:"bytes,14,opt,name=table,proto3" json:"table,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -398,6 +405,20 @@ func (x *VPLM) GetUpdatedUnixMs() int64 {
 		return x.UpdatedUnixMs
 	}
 	return 0
+}
+
+func (x *VPLM) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *VPLM) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
 }
 
 // Tenant is a virtual processor: a weighted share of each device and limits.
@@ -1691,7 +1712,17 @@ type TrainJob struct {
 	CreatedUnixMs      int64  `protobuf:"varint,24,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
 	UpdatedUnixMs      int64  `protobuf:"varint,25,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
 	// A full fine-tuning comparison run (see TrainRequest.full).
-	Full          bool `protobuf:"varint,26,opt,name=full,proto3" json:"full,omitempty"`
+	Full bool `protobuf:"varint,26,opt,name=full,proto3" json:"full,omitempty"`
+	// What the job does: "" trains a vPLM; "table" builds a PLOT table.
+	// A table job reports n-grams as its steps (step/steps: entries stored
+	// of the table's total, cached_examples: those already stored when it
+	// started, examples_per_s: n-grams computed a second).
+	Kind string `protobuf:"bytes,27,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The table a table job builds (PlotTable.id).
+	Table string `protobuf:"bytes,28,opt,name=table,proto3" json:"table,omitempty"`
+	// The request a table job was started with, without its uploaded
+	// examples (the corpus is named by dataset).
+	TableRequest  *TableRequest `protobuf:"bytes,29,opt,name=table_request,json=tableRequest,proto3" json:"table_request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1908,6 +1939,27 @@ func (x *TrainJob) GetFull() bool {
 	return false
 }
 
+func (x *TrainJob) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *TrainJob) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *TrainJob) GetTableRequest() *TableRequest {
+	if x != nil {
+		return x.TableRequest
+	}
+	return nil
+}
+
 // EvalRequest scores a vPLM on a dataset split (by name) or on uploaded examples.
 type EvalRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -2072,6 +2124,499 @@ func (x *EvalReply) GetConfusion() []uint64 {
 	return nil
 }
 
+// PlotTable is a table's manifest.
+type PlotTable struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "plot-<hex>": a digest of the backbone fingerprint, the cut and the n-grams.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Backbone name, as in the backbone registry ("use-lite"), and the
+	// fingerprint of its weights.
+	Backbone            string `protobuf:"bytes,2,opt,name=backbone,proto3" json:"backbone,omitempty"`
+	BackboneFingerprint string `protobuf:"bytes,3,opt,name=backbone_fingerprint,json=backboneFingerprint,proto3" json:"backbone_fingerprint,omitempty"`
+	// The layers a lookup replaces: 1..cut (1 <= cut < layers).
+	Cut uint32 `protobuf:"varint,4,opt,name=cut,proto3" json:"cut,omitempty"`
+	// Width of a state row at the cut.
+	Width uint32 `protobuf:"varint,5,opt,name=width,proto3" json:"width,omitempty"`
+	// N-grams in the table, and how many of each length.
+	Entries  uint64 `protobuf:"varint,6,opt,name=entries,proto3" json:"entries,omitempty"`
+	Unigrams uint64 `protobuf:"varint,7,opt,name=unigrams,proto3" json:"unigrams,omitempty"`
+	Bigrams  uint64 `protobuf:"varint,8,opt,name=bigrams,proto3" json:"bigrams,omitempty"`
+	Trigrams uint64 `protobuf:"varint,9,opt,name=trigrams,proto3" json:"trigrams,omitempty"`
+	// Stored size of the table's entries (fp16 rows and a checksum each).
+	EntryBytes uint64 `protobuf:"varint,10,opt,name=entry_bytes,json=entryBytes,proto3" json:"entry_bytes,omitempty"`
+	// The table this one extends ("" for none): its n-grams come first.
+	Base string `protobuf:"bytes,11,opt,name=base,proto3" json:"base,omitempty"`
+	// The corpus the bigrams and trigrams were counted on: a dataset name
+	// (its train split) or "upload:<sha256 hex of the uploaded JSONL>".
+	Corpus string `protobuf:"bytes,12,opt,name=corpus,proto3" json:"corpus,omitempty"`
+	// The budget for the n-grams added on top of the base (bytes of entries).
+	BudgetBytes uint64 `protobuf:"varint,13,opt,name=budget_bytes,json=budgetBytes,proto3" json:"budget_bytes,omitempty"`
+	// Texts in the corpus, and the token positions counted in them (whole
+	// texts: a text longer than the model's window counts in pieces).
+	CorpusSequences uint64 `protobuf:"varint,14,opt,name=corpus_sequences,json=corpusSequences,proto3" json:"corpus_sequences,omitempty"`
+	CorpusPositions uint64 `protobuf:"varint,15,opt,name=corpus_positions,json=corpusPositions,proto3" json:"corpus_positions,omitempty"`
+	// Every entry is stored: the table can serve.
+	Complete      bool  `protobuf:"varint,16,opt,name=complete,proto3" json:"complete,omitempty"`
+	CreatedUnixMs int64 `protobuf:"varint,17,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	UpdatedUnixMs int64 `protobuf:"varint,18,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
+	// Chunks of the stored n-gram list.
+	ListChunks    uint32 `protobuf:"varint,19,opt,name=list_chunks,json=listChunks,proto3" json:"list_chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlotTable) Reset() {
+	*x = PlotTable{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlotTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlotTable) ProtoMessage() {}
+
+func (x *PlotTable) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlotTable.ProtoReflect.Descriptor instead.
+func (*PlotTable) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PlotTable) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PlotTable) GetBackbone() string {
+	if x != nil {
+		return x.Backbone
+	}
+	return ""
+}
+
+func (x *PlotTable) GetBackboneFingerprint() string {
+	if x != nil {
+		return x.BackboneFingerprint
+	}
+	return ""
+}
+
+func (x *PlotTable) GetCut() uint32 {
+	if x != nil {
+		return x.Cut
+	}
+	return 0
+}
+
+func (x *PlotTable) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *PlotTable) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *PlotTable) GetUnigrams() uint64 {
+	if x != nil {
+		return x.Unigrams
+	}
+	return 0
+}
+
+func (x *PlotTable) GetBigrams() uint64 {
+	if x != nil {
+		return x.Bigrams
+	}
+	return 0
+}
+
+func (x *PlotTable) GetTrigrams() uint64 {
+	if x != nil {
+		return x.Trigrams
+	}
+	return 0
+}
+
+func (x *PlotTable) GetEntryBytes() uint64 {
+	if x != nil {
+		return x.EntryBytes
+	}
+	return 0
+}
+
+func (x *PlotTable) GetBase() string {
+	if x != nil {
+		return x.Base
+	}
+	return ""
+}
+
+func (x *PlotTable) GetCorpus() string {
+	if x != nil {
+		return x.Corpus
+	}
+	return ""
+}
+
+func (x *PlotTable) GetBudgetBytes() uint64 {
+	if x != nil {
+		return x.BudgetBytes
+	}
+	return 0
+}
+
+func (x *PlotTable) GetCorpusSequences() uint64 {
+	if x != nil {
+		return x.CorpusSequences
+	}
+	return 0
+}
+
+func (x *PlotTable) GetCorpusPositions() uint64 {
+	if x != nil {
+		return x.CorpusPositions
+	}
+	return 0
+}
+
+func (x *PlotTable) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *PlotTable) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *PlotTable) GetUpdatedUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedUnixMs
+	}
+	return 0
+}
+
+func (x *PlotTable) GetListChunks() uint32 {
+	if x != nil {
+		return x.ListChunks
+	}
+	return 0
+}
+
+// TableRequest builds a PLOT table: the base table's n-grams (or, with no
+// base, every unigram of the vocabulary) and the corpus's most frequent
+// bigrams and trigrams within budget_bytes.
+type TableRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Backbone name; "" is the node's default (or the base table's).
+	Backbone string `protobuf:"bytes,1,opt,name=backbone,proto3" json:"backbone,omitempty"`
+	// The layers a lookup replaces (1..layers-1); 0: the base table's cut,
+	// else half the backbone's layers.
+	Cut uint32 `protobuf:"varint,2,opt,name=cut,proto3" json:"cut,omitempty"`
+	// A table to extend ("" for none).
+	Base string `protobuf:"bytes,3,opt,name=base,proto3" json:"base,omitempty"`
+	// The corpus: a catalog dataset by name (its train split only) or
+	// uploaded JSONL, one {"text": ...} object a line (other fields, such as
+	// "label", are ignored).
+	Dataset       string `protobuf:"bytes,4,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	ExamplesJsonl []byte `protobuf:"bytes,5,opt,name=examples_jsonl,json=examplesJsonl,proto3" json:"examples_jsonl,omitempty"`
+	// Bytes of entries to add on top of the base; 0: the server's default
+	// (256 MiB).
+	BudgetBytes int64 `protobuf:"varint,6,opt,name=budget_bytes,json=budgetBytes,proto3" json:"budget_bytes,omitempty"`
+	// The tenant whose device share computes the entries; "" is "default".
+	Tenant        string `protobuf:"bytes,7,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TableRequest) Reset() {
+	*x = TableRequest{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TableRequest) ProtoMessage() {}
+
+func (x *TableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TableRequest.ProtoReflect.Descriptor instead.
+func (*TableRequest) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TableRequest) GetBackbone() string {
+	if x != nil {
+		return x.Backbone
+	}
+	return ""
+}
+
+func (x *TableRequest) GetCut() uint32 {
+	if x != nil {
+		return x.Cut
+	}
+	return 0
+}
+
+func (x *TableRequest) GetBase() string {
+	if x != nil {
+		return x.Base
+	}
+	return ""
+}
+
+func (x *TableRequest) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *TableRequest) GetExamplesJsonl() []byte {
+	if x != nil {
+		return x.ExamplesJsonl
+	}
+	return nil
+}
+
+func (x *TableRequest) GetBudgetBytes() int64 {
+	if x != nil {
+		return x.BudgetBytes
+	}
+	return 0
+}
+
+func (x *TableRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+// PlotTableInfo is a table's manifest and, where it is open on the node
+// that answers, its lookup record since it was opened.
+type PlotTableInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table *PlotTable             `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// Entries stored for the table's backbone and cut, shared by all its tables.
+	SharedEntries    uint64 `protobuf:"varint,2,opt,name=shared_entries,json=sharedEntries,proto3" json:"shared_entries,omitempty"`
+	SharedEntryBytes uint64 `protobuf:"varint,3,opt,name=shared_entry_bytes,json=sharedEntryBytes,proto3" json:"shared_entry_bytes,omitempty"`
+	// Open on this node (the fields below are zero when not).
+	Open bool `protobuf:"varint,4,opt,name=open,proto3" json:"open,omitempty"`
+	// Entry bytes held in memory now, and the bound.
+	MemoryBytes       int64 `protobuf:"varint,5,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	MemoryBudgetBytes int64 `protobuf:"varint,6,opt,name=memory_budget_bytes,json=memoryBudgetBytes,proto3" json:"memory_budget_bytes,omitempty"`
+	// Sequences looked up, and their positions by the level their window
+	// was found at: the whole window (full), a bigram inside a trigram
+	// window (partial), only the token's unigram, nothing (zero).
+	Sequences   uint64 `protobuf:"varint,7,opt,name=sequences,proto3" json:"sequences,omitempty"`
+	Positions   uint64 `protobuf:"varint,8,opt,name=positions,proto3" json:"positions,omitempty"`
+	HitsFull    uint64 `protobuf:"varint,9,opt,name=hits_full,json=hitsFull,proto3" json:"hits_full,omitempty"`
+	HitsPartial uint64 `protobuf:"varint,10,opt,name=hits_partial,json=hitsPartial,proto3" json:"hits_partial,omitempty"`
+	HitsUnigram uint64 `protobuf:"varint,11,opt,name=hits_unigram,json=hitsUnigram,proto3" json:"hits_unigram,omitempty"`
+	HitsZero    uint64 `protobuf:"varint,12,opt,name=hits_zero,json=hitsZero,proto3" json:"hits_zero,omitempty"`
+	// Share of positions found as an n-gram of two or more tokens.
+	HitRate float64 `protobuf:"fixed64,13,opt,name=hit_rate,json=hitRate,proto3" json:"hit_rate,omitempty"`
+	// Entries found in memory, and read from storage.
+	MemoryHits  uint64 `protobuf:"varint,14,opt,name=memory_hits,json=memoryHits,proto3" json:"memory_hits,omitempty"`
+	SourceReads uint64 `protobuf:"varint,15,opt,name=source_reads,json=sourceReads,proto3" json:"source_reads,omitempty"`
+	// Entries that failed their checksum (then treated as absent), and
+	// storage reads that failed.
+	Corrupt       uint64 `protobuf:"varint,16,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
+	ReadErrors    uint64 `protobuf:"varint,17,opt,name=read_errors,json=readErrors,proto3" json:"read_errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlotTableInfo) Reset() {
+	*x = PlotTableInfo{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlotTableInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlotTableInfo) ProtoMessage() {}
+
+func (x *PlotTableInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlotTableInfo.ProtoReflect.Descriptor instead.
+func (*PlotTableInfo) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PlotTableInfo) GetTable() *PlotTable {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
+func (x *PlotTableInfo) GetSharedEntries() uint64 {
+	if x != nil {
+		return x.SharedEntries
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetSharedEntryBytes() uint64 {
+	if x != nil {
+		return x.SharedEntryBytes
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetOpen() bool {
+	if x != nil {
+		return x.Open
+	}
+	return false
+}
+
+func (x *PlotTableInfo) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetMemoryBudgetBytes() int64 {
+	if x != nil {
+		return x.MemoryBudgetBytes
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetSequences() uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetPositions() uint64 {
+	if x != nil {
+		return x.Positions
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetHitsFull() uint64 {
+	if x != nil {
+		return x.HitsFull
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetHitsPartial() uint64 {
+	if x != nil {
+		return x.HitsPartial
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetHitsUnigram() uint64 {
+	if x != nil {
+		return x.HitsUnigram
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetHitsZero() uint64 {
+	if x != nil {
+		return x.HitsZero
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetHitRate() float64 {
+	if x != nil {
+		return x.HitRate
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetMemoryHits() uint64 {
+	if x != nil {
+		return x.MemoryHits
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetSourceReads() uint64 {
+	if x != nil {
+		return x.SourceReads
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetCorrupt() uint64 {
+	if x != nil {
+		return x.Corrupt
+	}
+	return 0
+}
+
+func (x *PlotTableInfo) GetReadErrors() uint64 {
+	if x != nil {
+		return x.ReadErrors
+	}
+	return 0
+}
+
 var File_api_smilepb_smile_proto protoreflect.FileDescriptor
 
 const file_api_smilepb_smile_proto_rawDesc = "" +
@@ -2081,7 +2626,7 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.smile.v1.AdapterKindR\x04kind\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\rR\x04rank\x12\x16\n" +
 	"\x06layers\x18\x03 \x03(\rR\x06layers\x12\x14\n" +
-	"\x05alpha\x18\x04 \x01(\x02R\x05alpha\"\x88\x03\n" +
+	"\x05alpha\x18\x04 \x01(\x02R\x05alpha\"\xb2\x03\n" +
 	"\x04VPLM\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1a\n" +
@@ -2095,7 +2640,9 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\fparams_bytes\x18\n" +
 	" \x01(\x04R\vparamsBytes\x12&\n" +
 	"\x0fcreated_unix_ms\x18\v \x01(\x03R\rcreatedUnixMs\x12&\n" +
-	"\x0fupdated_unix_ms\x18\f \x01(\x03R\rupdatedUnixMs\"\x8b\x01\n" +
+	"\x0fupdated_unix_ms\x18\f \x01(\x03R\rupdatedUnixMs\x12\x12\n" +
+	"\x04mode\x18\r \x01(\tR\x04mode\x12\x14\n" +
+	"\x05table\x18\x0e \x01(\tR\x05table\"\x8b\x01\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x01R\x06weight\x12!\n" +
@@ -2193,7 +2740,7 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12%\n" +
 	"\x0eexamples_jsonl\x18\x03 \x01(\fR\rexamplesJsonl\x12-\n" +
 	"\x06config\x18\x04 \x01(\v2\x15.smile.v1.TrainConfigR\x06config\x12\x12\n" +
-	"\x04full\x18\x05 \x01(\bR\x04full\"\xb7\x06\n" +
+	"\x04full\x18\x05 \x01(\bR\x04full\"\x9e\a\n" +
 	"\bTrainJob\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +
@@ -2221,7 +2768,10 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x05error\x18\x17 \x01(\v2\x0f.smile.v1.ErrorR\x05error\x12&\n" +
 	"\x0fcreated_unix_ms\x18\x18 \x01(\x03R\rcreatedUnixMs\x12&\n" +
 	"\x0fupdated_unix_ms\x18\x19 \x01(\x03R\rupdatedUnixMs\x12\x12\n" +
-	"\x04full\x18\x1a \x01(\bR\x04full\"z\n" +
+	"\x04full\x18\x1a \x01(\bR\x04full\x12\x12\n" +
+	"\x04kind\x18\x1b \x01(\tR\x04kind\x12\x14\n" +
+	"\x05table\x18\x1c \x01(\tR\x05table\x12;\n" +
+	"\rtable_request\x18\x1d \x01(\v2\x16.smile.v1.TableRequestR\ftableRequest\"z\n" +
 	"\vEvalRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
@@ -2234,7 +2784,59 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\baccuracy\x18\x04 \x01(\x01R\baccuracy\x12\x19\n" +
 	"\bmacro_f1\x18\x05 \x01(\x01R\amacroF1\x12\x16\n" +
 	"\x06labels\x18\x06 \x03(\tR\x06labels\x12\x1c\n" +
-	"\tconfusion\x18\a \x03(\x04R\tconfusion*?\n" +
+	"\tconfusion\x18\a \x03(\x04R\tconfusion\"\xd1\x04\n" +
+	"\tPlotTable\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bbackbone\x18\x02 \x01(\tR\bbackbone\x121\n" +
+	"\x14backbone_fingerprint\x18\x03 \x01(\tR\x13backboneFingerprint\x12\x10\n" +
+	"\x03cut\x18\x04 \x01(\rR\x03cut\x12\x14\n" +
+	"\x05width\x18\x05 \x01(\rR\x05width\x12\x18\n" +
+	"\aentries\x18\x06 \x01(\x04R\aentries\x12\x1a\n" +
+	"\bunigrams\x18\a \x01(\x04R\bunigrams\x12\x18\n" +
+	"\abigrams\x18\b \x01(\x04R\abigrams\x12\x1a\n" +
+	"\btrigrams\x18\t \x01(\x04R\btrigrams\x12\x1f\n" +
+	"\ventry_bytes\x18\n" +
+	" \x01(\x04R\n" +
+	"entryBytes\x12\x12\n" +
+	"\x04base\x18\v \x01(\tR\x04base\x12\x16\n" +
+	"\x06corpus\x18\f \x01(\tR\x06corpus\x12!\n" +
+	"\fbudget_bytes\x18\r \x01(\x04R\vbudgetBytes\x12)\n" +
+	"\x10corpus_sequences\x18\x0e \x01(\x04R\x0fcorpusSequences\x12)\n" +
+	"\x10corpus_positions\x18\x0f \x01(\x04R\x0fcorpusPositions\x12\x1a\n" +
+	"\bcomplete\x18\x10 \x01(\bR\bcomplete\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x11 \x01(\x03R\rcreatedUnixMs\x12&\n" +
+	"\x0fupdated_unix_ms\x18\x12 \x01(\x03R\rupdatedUnixMs\x12\x1f\n" +
+	"\vlist_chunks\x18\x13 \x01(\rR\n" +
+	"listChunks\"\xcc\x01\n" +
+	"\fTableRequest\x12\x1a\n" +
+	"\bbackbone\x18\x01 \x01(\tR\bbackbone\x12\x10\n" +
+	"\x03cut\x18\x02 \x01(\rR\x03cut\x12\x12\n" +
+	"\x04base\x18\x03 \x01(\tR\x04base\x12\x18\n" +
+	"\adataset\x18\x04 \x01(\tR\adataset\x12%\n" +
+	"\x0eexamples_jsonl\x18\x05 \x01(\fR\rexamplesJsonl\x12!\n" +
+	"\fbudget_bytes\x18\x06 \x01(\x03R\vbudgetBytes\x12\x16\n" +
+	"\x06tenant\x18\a \x01(\tR\x06tenant\"\xcc\x04\n" +
+	"\rPlotTableInfo\x12)\n" +
+	"\x05table\x18\x01 \x01(\v2\x13.smile.v1.PlotTableR\x05table\x12%\n" +
+	"\x0eshared_entries\x18\x02 \x01(\x04R\rsharedEntries\x12,\n" +
+	"\x12shared_entry_bytes\x18\x03 \x01(\x04R\x10sharedEntryBytes\x12\x12\n" +
+	"\x04open\x18\x04 \x01(\bR\x04open\x12!\n" +
+	"\fmemory_bytes\x18\x05 \x01(\x03R\vmemoryBytes\x12.\n" +
+	"\x13memory_budget_bytes\x18\x06 \x01(\x03R\x11memoryBudgetBytes\x12\x1c\n" +
+	"\tsequences\x18\a \x01(\x04R\tsequences\x12\x1c\n" +
+	"\tpositions\x18\b \x01(\x04R\tpositions\x12\x1b\n" +
+	"\thits_full\x18\t \x01(\x04R\bhitsFull\x12!\n" +
+	"\fhits_partial\x18\n" +
+	" \x01(\x04R\vhitsPartial\x12!\n" +
+	"\fhits_unigram\x18\v \x01(\x04R\vhitsUnigram\x12\x1b\n" +
+	"\thits_zero\x18\f \x01(\x04R\bhitsZero\x12\x19\n" +
+	"\bhit_rate\x18\r \x01(\x01R\ahitRate\x12\x1f\n" +
+	"\vmemory_hits\x18\x0e \x01(\x04R\n" +
+	"memoryHits\x12!\n" +
+	"\fsource_reads\x18\x0f \x01(\x04R\vsourceReads\x12\x18\n" +
+	"\acorrupt\x18\x10 \x01(\x04R\acorrupt\x12\x1f\n" +
+	"\vread_errors\x18\x11 \x01(\x04R\n" +
+	"readErrors*?\n" +
 	"\x04Task\x12\x14\n" +
 	"\x10TASK_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTASK_CLASSIFY\x10\x01\x12\x0e\n" +
@@ -2268,7 +2870,7 @@ func file_api_smilepb_smile_proto_rawDescGZIP() []byte {
 }
 
 var file_api_smilepb_smile_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_api_smilepb_smile_proto_goTypes = []any{
 	(Task)(0),               // 0: smile.v1.Task
 	(AdapterKind)(0),        // 1: smile.v1.AdapterKind
@@ -2297,6 +2899,9 @@ var file_api_smilepb_smile_proto_goTypes = []any{
 	(*TrainJob)(nil),        // 24: smile.v1.TrainJob
 	(*EvalRequest)(nil),     // 25: smile.v1.EvalRequest
 	(*EvalReply)(nil),       // 26: smile.v1.EvalReply
+	(*PlotTable)(nil),       // 27: smile.v1.PlotTable
+	(*TableRequest)(nil),    // 28: smile.v1.TableRequest
+	(*PlotTableInfo)(nil),   // 29: smile.v1.PlotTableInfo
 }
 var file_api_smilepb_smile_proto_depIdxs = []int32{
 	1,  // 0: smile.v1.AdapterConfig.kind:type_name -> smile.v1.AdapterKind
@@ -2320,11 +2925,13 @@ var file_api_smilepb_smile_proto_depIdxs = []int32{
 	22, // 18: smile.v1.TrainJob.config:type_name -> smile.v1.TrainConfig
 	2,  // 19: smile.v1.TrainJob.state:type_name -> smile.v1.JobState
 	18, // 20: smile.v1.TrainJob.error:type_name -> smile.v1.Error
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	28, // 21: smile.v1.TrainJob.table_request:type_name -> smile.v1.TableRequest
+	27, // 22: smile.v1.PlotTableInfo.table:type_name -> smile.v1.PlotTable
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_api_smilepb_smile_proto_init() }
@@ -2345,7 +2952,7 @@ func file_api_smilepb_smile_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_smilepb_smile_proto_rawDesc), len(file_api_smilepb_smile_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

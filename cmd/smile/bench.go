@@ -32,12 +32,16 @@ type benchOpts struct {
 	methods   []string
 	seeds     int
 	maxTrain  int
+	corpus    []string
+	tableMB   int
+	order     string
+	noLOO     bool
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
 	o := &benchOpts{}
 	cmd := &cobra.Command{
-		Use:   "bench gemm|forward|serve|train|accuracy",
+		Use:   "bench gemm|forward|serve|train|accuracy|plot",
 		Short: "Benchmarks of the compute path, printed as JSON lines",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -58,6 +62,14 @@ func newBenchCmd(g *globals) *cobra.Command {
 				return benchServe(cmd.Context(), g, o, out)
 			case "train":
 				return benchTrain(cmd.Context(), g, o, out)
+			case "plot":
+				if err := checkTasks(o.tasks); err != nil {
+					return err
+				}
+				if err := checkTableFlags(o); err != nil {
+					return err
+				}
+				return benchPlot(cmd.Context(), g, o, out)
 			case "accuracy":
 				if o.seeds < 1 || o.seeds > 100 {
 					return usagef("--seeds %d: want 1..100", o.seeds)
@@ -65,32 +77,63 @@ func newBenchCmd(g *globals) *cobra.Command {
 				if o.maxTrain < 0 {
 					return usagef("--max-train %d: want 0 (all) or a positive count", o.maxTrain)
 				}
-				for _, t := range o.tasks {
-					if !slices.Contains(accTasks, t) {
-						return usagef("--task %q: want one of %v", t, accTasks)
-					}
+				if err := checkTableFlags(o); err != nil {
+					return err
+				}
+				if err := checkTasks(o.tasks); err != nil {
+					return err
 				}
 				for _, m := range o.methods {
 					if !slices.ContainsFunc(accMethods, func(a accMethod) bool { return a.name == m }) {
-						return usagef("--method %q: want linear, adapter, adapter-all, lora or full", m)
+						return usagef("--method %q: want linear, adapter, adapter-all, lora, full or plot", m)
 					}
 				}
 				return benchAccuracy(cmd.Context(), g, o, out)
 			default:
-				return usagef("bench: unknown benchmark %q (want gemm, forward, serve, train or accuracy)", args[0])
+				return usagef("bench: unknown benchmark %q (want gemm, forward, serve, train, accuracy or plot)", args[0])
 			}
 		},
 	}
 	cmd.Flags().BoolVar(&o.quick, "quick", false, "short runs (the whole benchmark in well under 60 s)")
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "JSON lines (the only output format today; accepted for scripts)")
-	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve, train: backbones to measure")
-	cmd.Flags().StringSliceVar(&o.tasks, "task", accTasks, "accuracy: datasets to train on (--quick: imdb and spam)")
-	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, adapter-all, lora, full)")
+	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve, train, plot: backbones to measure")
+	cmd.Flags().StringSliceVar(&o.tasks, "task", accTasks, "accuracy, plot: datasets to train on or build tables from (--quick: accuracy imdb and spam, plot imdb)")
+	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, adapter-all, lora, full, plot)")
 	cmd.Flags().IntVar(&o.seeds, "seeds", 3, "accuracy: seeds per task and method (--quick: 1)")
 	cmd.Flags().IntVar(&o.maxTrain, "max-train", 0, "accuracy: train on a stratified subset of at most this many training examples (0: all; validation and test stay whole)")
+	cmd.Flags().StringSliceVar(&o.corpus, "corpus", nil, "plot, accuracy: more datasets whose training splits join each task's own in its domain table (for example brown,imdb,yelp,amazon)")
+	cmd.Flags().IntVar(&o.tableMB, "table-mb", plotTableBudget>>20, "plot, accuracy: budget of a domain table's bigrams and trigrams, MiB")
+	cmd.Flags().StringVar(&o.order, "order", "coverage", "plot, accuracy: which n-grams a budgeted table keeps first: coverage (bigrams, then trigrams) or frequency")
+	cmd.Flags().BoolVar(&o.noLOO, "no-leave-one-out", false, "accuracy: plot mode trains on the table as it is, every training n-gram found (the trainer reads it leave-one-out)")
 	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	addServeFlags(cmd.Flags(), &o.serve)
 	return cmd
+}
+
+// checkTableFlags checks the domain-table flags of plot and accuracy.
+func checkTableFlags(o *benchOpts) error {
+	if o.tableMB < 1 || o.tableMB > 1<<20 {
+		return usagef("--table-mb %d: want 1..1048576", o.tableMB)
+	}
+	for _, c := range o.corpus {
+		if c != "brown" && !slices.Contains(accTasks, c) {
+			return usagef("--corpus %q: want brown or one of %v", c, accTasks)
+		}
+	}
+	if o.order != "coverage" && o.order != "frequency" {
+		return usagef("--order %q: want coverage or frequency", o.order)
+	}
+	return nil
+}
+
+// checkTasks checks --task values.
+func checkTasks(tasks []string) error {
+	for _, t := range tasks {
+		if !slices.Contains(accTasks, t) {
+			return usagef("--task %q: want one of %v", t, accTasks)
+		}
+	}
+	return nil
 }
 
 func emit(w io.Writer, v any) error {

@@ -16,6 +16,7 @@ import (
 	"github.com/smile-vplm/smile/internal/zoo"
 	"github.com/smile-vplm/smile/model"
 	"github.com/smile-vplm/smile/model/bert"
+	"github.com/smile-vplm/smile/model/plot"
 	"github.com/smile-vplm/smile/model/train"
 )
 
@@ -25,6 +26,9 @@ type task struct {
 	labels           []string
 	train, val, test *train.Texts
 	skipped          int // examples whose text has no token
+	// corpus is the whole training split's raw ids (before Prepare: a
+	// long text whole), what a domain table is built from.
+	corpus [][]int32
 }
 
 // loadTask reads a dataset pulled into the data dir (pulling it on first
@@ -62,6 +66,9 @@ func loadTask(ctx context.Context, g *globals, bb model.Backbone, name string) (
 				return nil, fmt.Errorf("%s %s: label %q is not in the dataset's labels %v", name, split, ex.Label, meta.Labels)
 			}
 			tx.IDs = append(tx.IDs, bb.Prepare(ids))
+			if split == "train" {
+				t.corpus = append(t.corpus, ids)
+			}
 			tx.Labels = append(tx.Labels, li)
 		}
 		switch split {
@@ -126,19 +133,23 @@ type accMethod struct {
 	method  train.Method
 	adapter model.AdapterKind
 	all     bool // adapters on every layer (default: the vPLM default, the upper half)
+	plot    bool // plot mode: layers 1..cut from the task's domain table (cut: half the layers)
 }
 
 // accMethods are the accuracy table's columns: "adapter" and "lora" are
 // what a vPLM gets by default (r=64 on the upper half of the layers);
 // "adapter-all" puts the bottleneck on every layer, which for a 2-layer
 // backbone such as use-lite is a different trade-off (twice the adapter
-// bytes, and the cache cut at the embeddings).
+// bytes, and the cache cut at the embeddings). "plot" is "adapter" in plot
+// mode: the lower half of the layers replaced by the task's domain table
+// (the vocabulary and the training split's n-grams), trained as it serves.
 var accMethods = []accMethod{
-	{"linear", train.MethodHead, model.AdapterBottleneck, false},
-	{"adapter", train.MethodAdapter, model.AdapterBottleneck, false},
-	{"adapter-all", train.MethodAdapter, model.AdapterBottleneck, true},
-	{"lora", train.MethodAdapter, model.AdapterLoRA, false},
-	{"full", train.MethodFull, model.AdapterBottleneck, false},
+	{"linear", train.MethodHead, model.AdapterBottleneck, false, false},
+	{"adapter", train.MethodAdapter, model.AdapterBottleneck, false, false},
+	{"adapter-all", train.MethodAdapter, model.AdapterBottleneck, true, false},
+	{"lora", train.MethodAdapter, model.AdapterLoRA, false, false},
+	{"full", train.MethodFull, model.AdapterBottleneck, false, false},
+	{"plot", train.MethodAdapter, model.AdapterBottleneck, false, true},
 }
 
 // benchAccuracy trains every method on every task with 3 seeds and prints
@@ -187,8 +198,39 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 		}
 		// Representations are computed once per task and input layer and
 		// shared by every method and seed, as the trainer's cache is.
-		cache := map[[2]int][3]train.Dataset{}
+		cache := map[[3]int][3]train.Dataset{}
+		var table *domainTable
+		defer func() {
+			if table != nil {
+				table.close()
+			}
+		}()
 		for _, m := range methods {
+			var lower model.Lower
+			if m.plot {
+				if table == nil {
+					corpus, _, err := domainCorpus(ctx, g, bb, t, o.corpus)
+					if err != nil {
+						return err
+					}
+					if table, err = buildDomainTable(ctx, bb, bb.Info().Layers/2, corpus, int64(o.tableMB)<<20, o.order == "frequency"); err != nil {
+						return err
+					}
+				}
+				lower = table.table
+			}
+			// The training split reads the table leave-one-out (the
+			// n-grams no other training text holds hidden from the text
+			// that does), as serving reads unseen texts; the trainer does
+			// the same.
+			trainLower := lower
+			if m.plot && !o.noLOO {
+				counts := plot.NewCounter()
+				for _, ids := range t.train.IDs {
+					counts.Add(ids)
+				}
+				trainLower = plot.LeaveOneOut{Table: table.table, Counts: counts}
+			}
 			var accs, f1s, epochS, epochs []float64
 			for seed := 1; seed <= seeds; seed++ {
 				ps := model.ParamsSpec{Adapter: m.adapter, Rank: model.DefaultRank, Head: model.HeadClassify, Labels: t.labels}
@@ -210,11 +252,18 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 					return err
 				}
 				kind, layer := e.Input()
-				key := [2]int{int(kind), layer}
+				key := [3]int{int(kind), layer, 0}
+				if m.plot {
+					key[2] = 1
+				}
 				sets, ok := cache[key]
 				if !ok {
 					for i, tx := range []*train.Texts{t.train, t.val, t.test} {
-						ds, err := train.Precompute(ctx, bb, kind, layer, tx, nil)
+						l := lower
+						if i == 0 {
+							l = trainLower
+						}
+						ds, err := train.PrecomputeLower(ctx, bb, l, kind, layer, tx, nil)
 						if err != nil {
 							return err
 						}

@@ -154,6 +154,20 @@ func newCreateCmd() *cobra.Command {
 			if req.Rank < 0 || req.EmbedDim < 0 {
 				return usagef("create: --rank and --embed-dim must not be negative")
 			}
+			switch {
+			case req.Mode == "" && req.Table != "":
+				req.Mode = api.ModePlot // a table is only for plot mode
+			case req.Mode == "" || req.Mode == api.ModeFull:
+				if req.Table != "" {
+					return usagef("create: --table is for --mode plot")
+				}
+			case req.Mode == api.ModePlot:
+				if req.Table == "" {
+					return usagef("create: --mode plot needs --table ID (see `smile table ls`, `smile table build`)")
+				}
+			default:
+				return usagef("create: --mode %q: want full or plot", req.Mode)
+			}
 			c, err := sf.client()
 			if err != nil {
 				return err
@@ -178,6 +192,8 @@ func newCreateCmd() *cobra.Command {
 	f.StringVar(&req.Tenant, "tenant", "", "owning tenant (default: default)")
 	f.StringVar(&req.Backbone, "backbone", "", "backbone (default: the server's)")
 	f.IntVar(&req.EmbedDim, "embed-dim", 0, "embed: output width (0: the backbone's)")
+	f.StringVar(&req.Mode, "mode", "", "full (the backbone's lower layers run) or plot (a PLOT table replaces them); default full, plot with --table")
+	f.StringVar(&req.Table, "table", "", "plot mode: the PLOT table's id (`smile table ls`)")
 	return cmd
 }
 
@@ -194,6 +210,11 @@ func writeModel(w io.Writer, m *api.Model) error {
 	}
 	if m.EmbedDim > 0 {
 		row("embed dim", strconv.Itoa(m.EmbedDim))
+	}
+	if m.Mode == api.ModePlot {
+		row("mode", "plot: table "+m.Table)
+	} else {
+		row("mode", "full")
 	}
 	row("adapter", m.Adapter)
 	row("rank", strconv.Itoa(m.Rank))
@@ -284,13 +305,13 @@ func newListCmd() *cobra.Command {
 
 func writeModelTable(w io.Writer, ms []api.Model) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTENANT\tTASK\tADAPTER\tRANK\tLAYERS\tVERSION\tPARAMS\tLABELS")
+	fmt.Fprintln(tw, "ID\tTENANT\tTASK\tMODE\tADAPTER\tRANK\tLAYERS\tVERSION\tPARAMS\tLABELS")
 	for _, m := range ms {
 		labels := strings.Join(m.Labels, ",")
 		if labels == "" {
 			labels = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", m.ID, m.Tenant, m.Task, m.Adapter, m.Rank,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", m.ID, m.Tenant, m.Task, dash(m.Mode), m.Adapter, m.Rank,
 			intList(m.Layers), m.Version, byteSize(m.ParamsBytes), abbreviateList(labels, 40))
 	}
 	return tw.Flush()

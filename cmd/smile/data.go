@@ -24,6 +24,7 @@ func newDataCmd(g *globals) *cobra.Command {
 			"train/validation/test JSONL (80/10/10, stratified per label, a fixed seed) under\n" +
 			"<data-dir>/datasets/NAME. `smile data show` counts a pulled dataset or a JSONL/CSV file.",
 		Args: usageArgs(cobra.NoArgs),
+		RunE: groupHelp,
 	}
 	cmd.AddCommand(newDataPullCmd(g), newDataListCmd(g), newDataShowCmd(g))
 	return cmd

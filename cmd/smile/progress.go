@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smile-vplm/smile/actors"
 	"github.com/smile-vplm/smile/api"
 	"github.com/smile-vplm/smile/api/smilepb"
 )
@@ -30,6 +31,7 @@ type progress struct {
 	drawn   int               // width of the line drawn in place (tty), 0: none
 	printed uint32            // the last epoch whose line was written
 	stage   string            // the last stage written (not tty)
+	tenth   uint64            // a table job: the last tenth of its entries written (not tty)
 }
 
 func newProgress(w io.Writer) *progress { return &progress{w: w, tty: isTerminal(w)} }
@@ -46,6 +48,10 @@ func isTerminal(w io.Writer) bool {
 
 // update shows one record.
 func (p *progress) update(j *smilepb.TrainJob) {
+	if j.Kind == actors.JobKindTable {
+		p.updateTable(j)
+		return
+	}
 	if prev := p.last; prev != nil && prev.State == smilepb.JobState_JOB_TRAINING && prev.Epoch > p.printed && j.Epoch > prev.Epoch {
 		p.line(epochLine(prev, true, j.ValAccuracy, j.BestValAccuracy))
 		p.printed = prev.Epoch
@@ -77,7 +83,11 @@ func (p *progress) update(j *smilepb.TrainJob) {
 // done writes what is left to write once the job ended (or the watch
 // stopped): the last epoch's line, and clears a line drawn in place.
 func (p *progress) done() {
-	if j := p.last; j != nil && j.Epoch > p.printed && j.Step > 0 &&
+	if j := p.last; j != nil && j.Kind == actors.JobKindTable {
+		if j.Steps > 0 && j.Step > 0 && (p.tty || j.Step*10/j.Steps > p.tenth || (api.JobEnded(j) && p.tenth < 10)) {
+			p.line(tableLine(j))
+		}
+	} else if j != nil && j.Epoch > p.printed && j.Step > 0 &&
 		(j.State == smilepb.JobState_JOB_TRAINING || api.JobEnded(j)) {
 		p.line(epochLine(j, j.State == smilepb.JobState_JOB_SUCCEEDED, j.ValAccuracy, j.BestValAccuracy))
 		p.printed = j.Epoch
@@ -108,6 +118,55 @@ func (p *progress) line(s string) {
 		return
 	}
 	fmt.Fprintln(p.w, s)
+}
+
+// updateTable shows a record of a job that builds a PLOT table: its
+// stage until entries are being computed, then a bar over the table's
+// entries (those already stored count as done). Elsewhere than on a
+// terminal, a line per stage and per tenth of the entries.
+func (p *progress) updateTable(j *smilepb.TrainJob) {
+	p.last = j
+	if api.JobEnded(j) {
+		return // done writes the last line
+	}
+	computing := j.State == smilepb.JobState_JOB_CACHING && j.Steps > 0 && (j.Step > 0 || j.ExamplesPerS > 0)
+	switch {
+	case p.tty && computing:
+		p.draw(tableLine(j))
+	case p.tty:
+		p.draw(stageText(j))
+	case computing:
+		if t := j.Step * 10 / j.Steps; t > p.tenth {
+			p.line(tableLine(j))
+			p.tenth = t
+		}
+	case j.State.String() != p.stage:
+		p.line(stageText(j))
+		p.stage = j.State.String()
+	}
+}
+
+// tableLine is the line of a table job computing its entries:
+//
+//	entries [######..........] 3072/8234 (8000 stored before) 1530 n-grams/s ETA 3s
+func tableLine(j *smilepb.TrainJob) string {
+	s := fmt.Sprintf("entries %s %d/%d", bar(j.Step, j.Steps), j.Step, j.Steps)
+	if j.CachedExamples > 0 {
+		s += fmt.Sprintf(" (%d stored before)", j.CachedExamples)
+	}
+	if api.JobEnded(j) || j.ExamplesPerS <= 0 {
+		return s // no batch timed yet: no speed to tell
+	}
+	return fmt.Sprintf("%s %.0f n-grams/s ETA %s", s, j.ExamplesPerS, eta(j.EtaMs))
+}
+
+// tableStateName is a table job's state as people read it: its entries
+// are computed while the record says CACHING.
+func tableStateName(s smilepb.JobState) string {
+	if s == smilepb.JobState_JOB_CACHING {
+		return "computing"
+	}
+	return stateName(s)
 }
 
 // stageText is a record before training: queued, or caching the

@@ -35,6 +35,12 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
+// groupHelp runs a command that only groups others (`smile data`,
+// `smile table`): its help. Being runnable, it refuses an unknown
+// subcommand as a usage error (its Args) instead of printing help with
+// status 0.
+func groupHelp(cmd *cobra.Command, args []string) error { return cmd.Help() }
+
 // globals are the persistent flags shared by every command.
 type globals struct {
 	dataDir  string
@@ -75,7 +81,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.AddCommand(newVersionCmd(), newPullCmd(g), newImportCmd(g), newEmbedCmd(g), newBenchCmd(g), newServeCmd(g),
 		newCreateCmd(), newListCmd(), newShowCmd(), newRemoveCmd(), newClassifyCmd(), newTenantCmd(), newDataCmd(g))
-	root.AddCommand(newTrainCmd(), newJobsCmd(), newJobCmd(), newCancelCmd(), newEvalCmd())
+	root.AddCommand(newTrainCmd(), newJobsCmd(), newJobCmd(), newCancelCmd(), newEvalCmd(), newTableCmd())
 	return root
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -27,6 +28,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		backbone  string
 		hostMB    int64
 		devMB     int64
+		plotMB    int64
 		node      = cluster.DefaultNodeConfig()
 		httpCfg   = api.DefaultHTTPConfig()
 	)
@@ -42,6 +44,10 @@ func newServeCmd(g *globals) *cobra.Command {
 			node.Host, node.Port = host, port
 			node.Device.HostCacheBytes = hostMB << 20
 			node.Device.DeviceCacheBytes = devMB << 20
+			if plotMB < 0 || plotMB > math.MaxInt64>>20 {
+				return usagef("--plot-cache-mb %d: want MiB >= 0", plotMB)
+			}
+			node.Trainer.Plot.CacheBytes = plotMB << 20
 			node.Trainer.DataDir = g.dataDir
 			if err := httpCfg.Validate(); err != nil {
 				return &usageError{err}
@@ -119,6 +125,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	f.StringVar(&backbone, "backbone", "use-lite", "backbone to serve (pulled on first use)")
 	f.Int64Var(&hostMB, "host-cache-mb", node.Device.HostCacheBytes>>20, "host memory for resident vPLM params (fp16), MiB")
 	f.Int64Var(&devMB, "device-cache-mb", node.Device.DeviceCacheBytes>>20, "device memory for uploaded vPLM params, MiB")
+	f.Int64Var(&plotMB, "plot-cache-mb", node.Trainer.Plot.CacheBytes>>20, "host memory for the entries of each PLOT table in use, MiB (the rest is read from storage)")
 	f.IntVar(&node.Device.MaxBatchRows, "max-batch-rows", node.Device.MaxBatchRows, "sequences per forward pass")
 	f.IntVar(&node.Device.MaxBatchTokens, "max-batch-tokens", node.Device.MaxBatchTokens, "token rows per forward pass")
 	f.DurationVar(&node.Device.MaxWait, "max-wait", node.Device.MaxWait, "longest a request holds back a non-full batch on an idle device")

@@ -209,8 +209,14 @@ func TestServeEndToEnd(t *testing.T) {
 	srv.stop(t)
 	srv = startServer(t, bin, data)
 	c, _ = api.NewClient(srv.addr)
-	if l, err := c.List(ctx, "", "", 0); err != nil || !slices.Equal(modelIDs(l.Models), []string{"emb"}) {
-		t.Fatalf("list after restart = %+v, %v; want emb", l, err)
+	if l, err := c.List(ctx, "", "", 0); err != nil || !slices.Equal(modelIDs(l.Models), []string{"cliplot", "emb"}) {
+		t.Fatalf("list after restart = %+v, %v; want cliplot and emb", l, err)
+	}
+	// A plot-mode vPLM opens its table again on its first request.
+	if cr, err := c.Classify(ctx, "cliplot", texts[:2]); err != nil {
+		t.Errorf("plot vPLM after restart: %v", err)
+	} else {
+		checkPredictions(t, cr, 2, []string{"neg", "pos"})
 	}
 	er2, err := c.Embed(ctx, "emb", texts[:1])
 	if err != nil {
@@ -284,6 +290,53 @@ func testCLI(t *testing.T, bin, data, addr string) {
 		t.Errorf("tenant --json: %q %v", out, err)
 	}
 
+	// PLOT tables: one built from a local corpus file (its progress on
+	// stderr, its id on stdout), listed and shown; a plot-mode vPLM on it
+	// answers (and keeps answering after the restart below).
+	corpus := filepath.Join(t.TempDir(), "corpus.txt")
+	if err := os.WriteFile(corpus, []byte("the film was a delight\nthe film was a bore\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr := runSmile(t, bin, data, "", 0, "table", "build", "--data", corpus, "--budget-mb", "1", srv)
+	table := strings.TrimSpace(out)
+	if !strings.HasPrefix(table, "plot-") || !strings.Contains(stderr, "table "+table+": complete") {
+		t.Fatalf("table build: stdout %q, stderr %q", out, stderr)
+	}
+	out, _ = runSmile(t, bin, data, "", 0, "table", "ls", srv)
+	if !strings.Contains(out, table) || !strings.Contains(out, "complete") {
+		t.Errorf("table ls: %q", out)
+	}
+	out, _ = runSmile(t, bin, data, "", 0, "table", "show", table, "--json", srv)
+	var info struct {
+		Table struct {
+			ID       string `json:"id"`
+			Complete bool   `json:"complete"`
+		} `json:"table"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Table.ID != table || !info.Table.Complete {
+		t.Errorf("table show --json: %q %v", out, err)
+	}
+	out, _ = runSmile(t, bin, data, "", 0, "create", "cliplot", "--task", "classify", "--labels", "neg,pos", "--table", table, "--json", srv)
+	m = api.Model{}
+	if err := json.Unmarshal([]byte(out), &m); err != nil || m.Mode != "plot" || m.Table != table {
+		t.Errorf("create --table: %q %v", out, err)
+	}
+	out, _ = runSmile(t, bin, data, "", 0, "classify", "cliplot", "the film was a delight", "--json", srv)
+	cr = api.ClassifyResponse{}
+	if err := json.Unmarshal([]byte(out), &cr); err != nil {
+		t.Fatalf("classify with a plot vPLM: %q %v", out, err)
+	}
+	checkPredictions(t, &cr, 1, []string{"neg", "pos"})
+	out, _ = runSmile(t, bin, data, "", 0, "jobs", srv)
+	if !strings.Contains(out, "table") || !strings.Contains(out, table) {
+		t.Errorf("jobs: %q", out)
+	}
+	runSmile(t, bin, data, "", 2, "create", "x", "--task", "embed", "--mode", "plot", srv)
+	_, stderr = runSmile(t, bin, data, "", 1, "create", "x", "--task", "embed", "--table", "plot-"+strings.Repeat("0", 32), srv)
+	if !strings.HasPrefix(stderr, "smile: not_found: ") {
+		t.Errorf("create on an unknown table: stderr %q", stderr)
+	}
+
 	out, _ = runSmile(t, bin, data, "", 0, "rm", "cli1", "--json", srv)
 	var del struct{ Deleted []string }
 	if err := json.Unmarshal([]byte(out), &del); err != nil || !slices.Equal(del.Deleted, []string{"cli1"}) {
@@ -291,7 +344,7 @@ func testCLI(t *testing.T, bin, data, addr string) {
 	}
 
 	// Server errors exit 1 with "smile: <code>: <message>"; usage errors 2.
-	_, stderr := runSmile(t, bin, data, "", 1, "show", "cli1", srv)
+	_, stderr = runSmile(t, bin, data, "", 1, "show", "cli1", srv)
 	if !strings.HasPrefix(stderr, "smile: not_found: ") {
 		t.Errorf("show deleted: stderr %q", stderr)
 	}

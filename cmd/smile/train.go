@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/smile-vplm/smile/actors"
 	"github.com/smile-vplm/smile/api"
 	"github.com/smile-vplm/smile/api/smilepb"
 	"github.com/smile-vplm/smile/internal/datasets"
@@ -35,20 +38,23 @@ var dataExts = []string{".jsonl", ".ndjson", ".json", ".csv"}
 // like one (a known extension, a path separator), is a file; anything else
 // is a dataset name for the server.
 func parseData(cmdName, arg string) (dataArg, error) {
+	return parseDataExts(cmdName, arg, dataExts, ".jsonl or .csv")
+}
+
+// parseDataExts is parseData for files with one of exts (named so in
+// messages: kinds).
+func parseDataExts(cmdName, arg string, exts []string, kinds string) (dataArg, error) {
 	if arg == "" {
-		return dataArg{}, usagef("%s: --data is required: a dataset name (e.g. imdb, pulled on the server with `smile data pull`) or a .jsonl/.csv file", cmdName)
+		return dataArg{}, usagef("%s: --data is required: a dataset name (e.g. imdb, pulled on the server with `smile data pull`) or a %s file", cmdName, kinds)
 	}
 	ext := strings.ToLower(filepath.Ext(arg))
-	known := false
-	for _, e := range dataExts {
-		known = known || ext == e
-	}
+	known := slices.Contains(exts, ext)
 	fi, err := os.Stat(arg)
 	switch {
 	case err == nil && fi.IsDir():
-		return dataArg{}, usagef("%s: --data %s is a directory: want a .jsonl or .csv file, or a dataset name", cmdName, arg)
+		return dataArg{}, usagef("%s: --data %s is a directory: want a %s file, or a dataset name", cmdName, arg, kinds)
 	case err == nil && !known:
-		return dataArg{}, usagef("%s: --data %s: unknown file extension %q: want .jsonl or .csv (or a dataset name that is not also a file here)", cmdName, arg, ext)
+		return dataArg{}, usagef("%s: --data %s: unknown file extension %q: want %s (or a dataset name that is not also a file here)", cmdName, arg, ext, kinds)
 	case err == nil:
 		return dataArg{file: arg}, nil
 	case known || strings.ContainsRune(arg, filepath.Separator) || strings.ContainsRune(arg, '/'):
@@ -168,24 +174,7 @@ func newTrainCmd() *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: training %s on %s\n", job.Id, job.Model, what)
 			final, err := followJob(cmd, c, job)
 			if err != nil {
-				if ctx.Err() == nil {
-					return c.check(err)
-				}
-				// Ctrl-C: the job would go on without anyone watching.
-				cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				j, cerr := c.CancelJob(cctx, job.Id)
-				if cerr != nil {
-					return fmt.Errorf("train: interrupted; canceling job %s failed: %w", job.Id, c.check(cerr))
-				}
-				if sf.asJSON {
-					_ = printJobLine(cmd.OutOrStdout(), j)
-				}
-				if j.State != smilepb.JobState_JOB_CANCELED {
-					// It ended before the cancel reached it.
-					return fmt.Errorf("train: interrupted, but job %s had already ended: %s", job.Id, strings.ToLower(strings.TrimPrefix(j.State.String(), "JOB_")))
-				}
-				return fmt.Errorf("train: interrupted: job %s canceled", job.Id)
+				return stopJob(cmd, c, &sf, "train", job, err)
 			}
 			if sf.asJSON {
 				if err := printJobLine(cmd.OutOrStdout(), final); err != nil {
@@ -227,6 +216,29 @@ func followJob(cmd *cobra.Command, c *client, job *smilepb.TrainJob) (*smilepb.T
 	return final, err
 }
 
+// stopJob ends a command whose following of job failed with err: on
+// Ctrl-C (the command's context ended) it cancels the job, which would
+// otherwise go on with nobody watching.
+func stopJob(cmd *cobra.Command, c *client, sf *serverFlags, name string, job *smilepb.TrainJob, err error) error {
+	if cmd.Context().Err() == nil {
+		return c.check(err)
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	j, cerr := c.CancelJob(cctx, job.Id)
+	if cerr != nil {
+		return fmt.Errorf("%s: interrupted; canceling job %s failed: %w", name, job.Id, c.check(cerr))
+	}
+	if sf.asJSON {
+		_ = printJobLine(cmd.OutOrStdout(), j)
+	}
+	if j.State != smilepb.JobState_JOB_CANCELED {
+		// It ended before the cancel reached it.
+		return fmt.Errorf("%s: interrupted, but job %s had already ended: %s", name, job.Id, stateName(j.State))
+	}
+	return fmt.Errorf("%s: interrupted: job %s canceled", name, job.Id)
+}
+
 // jobError is the error a command ends with for a job that did not succeed.
 func jobError(j *smilepb.TrainJob) error {
 	switch j.State {
@@ -260,8 +272,11 @@ func writeJobSummary(w io.Writer, j *smilepb.TrainJob) {
 }
 
 // jobJSON is a job record as the server writes it (protojson, every field).
-func jobJSON(j *smilepb.TrainJob) (json.RawMessage, error) {
-	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(j)
+func jobJSON(j *smilepb.TrainJob) (json.RawMessage, error) { return protoJSON(j) }
+
+// protoJSON is a message as the server writes it (protojson, every field).
+func protoJSON(m proto.Message) (json.RawMessage, error) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
@@ -282,8 +297,8 @@ func printJobLine(w io.Writer, j *smilepb.TrainJob) error {
 func newJobsCmd() *cobra.Command {
 	var sf serverFlags
 	cmd := &cobra.Command{
-		Use:   "jobs [MODEL]",
-		Short: "List the training jobs on the server (of one vPLM)",
+		Use:   "jobs [MODEL|TABLE]",
+		Short: "List the jobs on the server: training and table building (of one vPLM or PLOT table)",
 		Args:  usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			model := ""
@@ -318,15 +333,25 @@ func newJobsCmd() *cobra.Command {
 	return cmd
 }
 
+// writeJobTable lists jobs: a training job's vPLM, epochs and scores; a
+// table job's table and entries (PROGRESS), the scores "-".
 func writeJobTable(w io.Writer, jobs []*smilepb.TrainJob) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tMODEL\tSTATE\tEPOCH\tLOSS\tVAL\tBEST\tVERSION\tDATASET\tUPDATED")
+	fmt.Fprintln(tw, "ID\tKIND\tMODEL/TABLE\tSTATE\tPROGRESS\tLOSS\tVAL\tBEST\tVERSION\tDATASET\tUPDATED")
 	for _, j := range jobs {
-		version := strconv.FormatUint(j.Version, 10)
+		if j.Kind == actors.JobKindTable {
+			fmt.Fprintf(tw, "%s\ttable\t%s\t%s\t%d/%d entries\t-\t-\t-\t-\t%s\t%s\n", j.Id, j.Table, tableStateName(j.State), j.Step, j.Steps,
+				abbreviateList(j.Dataset, 24), unixMs(j.UpdatedUnixMs))
+			continue
+		}
+		kind, version := "train", strconv.FormatUint(j.Version, 10)
+		if j.Full {
+			kind = "full"
+		}
 		if j.State != smilepb.JobState_JOB_SUCCEEDED || j.Full {
 			version = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%.4f\t%s\t%s\t%s\t%s\t%s\n", j.Id, j.Model, stateName(j.State), j.Epoch, j.Epochs,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tepoch %d/%d\t%.4f\t%s\t%s\t%s\t%s\t%s\n", j.Id, kind, j.Model, stateName(j.State), j.Epoch, j.Epochs,
 			j.Loss, percent(j.ValAccuracy), percent(j.BestValAccuracy), version, abbreviateList(j.Dataset, 24), unixMs(j.UpdatedUnixMs))
 	}
 	return tw.Flush()
@@ -336,6 +361,10 @@ func writeJobTable(w io.Writer, jobs []*smilepb.TrainJob) error {
 func writeJob(w io.Writer, j *smilepb.TrainJob) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	if j.Kind == actors.JobKindTable {
+		writeTableJob(row, j)
+		return tw.Flush()
+	}
 	row("id", j.Id)
 	row("model", j.Model)
 	row("tenant", j.Tenant)
@@ -376,6 +405,36 @@ func writeJob(w io.Writer, j *smilepb.TrainJob) error {
 	return tw.Flush()
 }
 
+// writeTableJob is writeJob's rows for a job that builds a PLOT table.
+func writeTableJob(row func(k, v string), j *smilepb.TrainJob) {
+	row("id", j.Id)
+	row("kind", "table (builds a PLOT table)")
+	row("table", j.Table)
+	row("tenant", j.Tenant)
+	row("corpus", j.Dataset)
+	row("state", tableStateName(j.State))
+	if j.Stage != "" {
+		row("stage", j.Stage)
+	}
+	if j.Error != nil {
+		row("error", api.FromProto(j.Error).Error())
+	}
+	row("entries", fmt.Sprintf("%d/%d stored (%d already stored when it started)", j.Step, j.Steps, j.CachedExamples))
+	if !api.JobEnded(j) {
+		row("speed", fmt.Sprintf("%.0f n-grams/s, ETA %s", j.ExamplesPerS, eta(j.EtaMs)))
+	}
+	if r := j.TableRequest; r != nil {
+		base := r.Base
+		if base == "" {
+			base = "- (every unigram of the vocabulary)"
+		}
+		row("request", fmt.Sprintf("backbone %s, cut %d, budget %s", r.Backbone, r.Cut, byteSize(uint64(max(r.BudgetBytes, 0)))))
+		row("base", base)
+	}
+	row("created", unixMs(j.CreatedUnixMs))
+	row("updated", unixMs(j.UpdatedUnixMs))
+}
+
 func newJobCmd() *cobra.Command {
 	var (
 		sf    serverFlags
@@ -383,8 +442,8 @@ func newJobCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "job ID [--watch]",
-		Short: "Show a training job; --watch follows it until it ends",
-		Long: "Show a training job's record. With --watch, show its progress (on stderr) until it ends, then\n" +
+		Short: "Show a job (training or table building); --watch follows it until it ends",
+		Long: "Show a job's record. With --watch, show its progress (on stderr) until it ends, then\n" +
 			"the record; the exit status is then non-zero unless the job succeeded. Ctrl-C stops watching\n" +
 			"(the job goes on; `smile cancel ID` stops it).",
 		Args: usageArgs(cobra.ExactArgs(1)),
@@ -431,7 +490,7 @@ func newCancelCmd() *cobra.Command {
 	var sf serverFlags
 	cmd := &cobra.Command{
 		Use:   "cancel JOB",
-		Short: "Cancel a training job (the vPLM keeps its current version)",
+		Short: "Cancel a job (a vPLM keeps its current version; a table's entries stored so far are kept)",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := sf.client()

@@ -17,6 +17,7 @@ import (
 // use.
 type Counter struct {
 	counts    map[Gram]int64
+	texts     int64
 	seqs      int64
 	positions int64
 }
@@ -27,6 +28,11 @@ func NewCounter() *Counter { return &Counter{counts: map[Gram]int64{}} }
 // Add counts one prepared sequence's n-grams of two or three ids (the
 // vocabulary's unigrams are always in a table).
 func (c *Counter) Add(ids []int32) {
+	c.texts++
+	c.add(ids)
+}
+
+func (c *Counter) add(ids []int32) {
 	c.seqs++
 	c.positions += int64(len(ids))
 	n := len(ids)
@@ -48,14 +54,18 @@ func (c *Counter) AddText(bb model.Backbone, ids []int32) {
 	if len(ids) == 0 {
 		return
 	}
+	c.texts++
 	special := len(bb.Prepare([]int32{0})) - 1
 	piece := max(1, bb.Info().MaxPositions-special)
 	for b := 0; b < len(ids); b += piece {
-		c.Add(bb.Prepare(ids[b:min(b+piece, len(ids))]))
+		c.add(bb.Prepare(ids[b:min(b+piece, len(ids))]))
 	}
 }
 
-// Sequences and Positions are what was added.
+// Texts, Sequences and Positions are what was added: texts (Add or
+// AddText calls), the prepared sequences counted (a long text is several)
+// and their ids.
+func (c *Counter) Texts() int64     { return c.texts }
 func (c *Counter) Sequences() int64 { return c.seqs }
 func (c *Counter) Positions() int64 { return c.positions }
 

@@ -655,3 +655,43 @@ func TestBuildResumes(t *testing.T) {
 		t.Fatalf("missing after build: %d %v", len(miss), err)
 	}
 }
+
+// Leave-one-out lookups hide the n-grams only the text itself holds and
+// find the ones another text shares.
+func TestLeaveOneOut(t *testing.T) {
+	bb := tinyBERT(t)
+	s := spec(t, bb)
+	a := []int32{5, 6, 7, 8}
+	b := []int32{9, 6, 7, 3} // shares [6 7] with a
+	src, grams := fullTable(t, bb, 1, [][]int32{a, b})
+	m, err := plot.NewMerger(s, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := plot.NewTable("t", m, grams, src, 1<<20, nil)
+	counts := plot.NewCounter()
+	counts.Add(a)
+	counts.Add(b)
+	loo := plot.LeaveOneOut{Table: tab, Counts: counts}
+	w := m.Width()
+	got := make([]float32, len(a)*w)
+	if err := loo.Lower(a, got); err != nil {
+		t.Fatal(err)
+	}
+	shared := func(g plot.Gram) bool {
+		if g.N == 1 {
+			return true
+		}
+		return counts.Count(g) > 1 && (g == plot.Gram{N: 2, T: [3]int32{6, 7}})
+	}
+	want, lv := direct(t, bb, s, 1, a, shared)
+	checkClose(t, "leave-one-out", got, want, 4*fp16Tol)
+	// a's windows: [5 6] unique -> unigram; [5 6 7] unique -> [6 7]
+	// (right bigram); [6 7 8] -> [6 7] (left); [7 8] unique -> unigram.
+	if lv.Partial != 2 || lv.Unigram != 2 || tab.Stats().Levels != lv {
+		t.Fatalf("levels %+v (table %+v)", lv, tab.Stats().Levels)
+	}
+	if loo.Cut() != 1 {
+		t.Fatal("cut")
+	}
+}

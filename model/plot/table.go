@@ -87,10 +87,26 @@ func (t *Table) Stats() Stats {
 
 // Lower writes ids' states at the cut (model.Lower).
 func (t *Table) Lower(ids []int32, dst []float32) error {
+	return t.LowerHiding(ids, dst, nil)
+}
+
+// LowerHiding is Lower with the n-grams for which hide reports true
+// treated as absent (nil hides nothing): a training text's states as a
+// text whose rarest n-grams the table lacks would get them (see Hide).
+func (t *Table) LowerHiding(ids []int32, dst []float32, hide func(Gram) bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	look := t.look
+	if hide != nil {
+		look = func(g Gram) ([]byte, bool) {
+			if hide(g) {
+				return nil, false
+			}
+			return t.lookup(g)
+		}
+	}
 	var lv Levels
-	if err := t.merger.Merge(ids, t.look, dst, &lv); err != nil {
+	if err := t.merger.Merge(ids, look, dst, &lv); err != nil {
 		return err
 	}
 	t.stats.Levels.Add(lv)
@@ -241,3 +257,30 @@ func (c *clock) put(g Gram, h []byte) []byte {
 }
 
 var _ model.Lower = (*Table)(nil)
+
+// LeaveOneOut is a table's lookups for the texts of its own corpus, as
+// training reads them: each text sees the table as if it had been built
+// without that text, so an n-gram only it contains (counts says how often
+// the corpus holds each) is absent, as an unseen text's rare n-grams are
+// at serving time. Training on a table's own corpus otherwise finds every
+// window whole, and the upper layers learn from states cleaner than any
+// they are served.
+type LeaveOneOut struct {
+	Table  *Table
+	Counts *Counter
+}
+
+// Cut is the table's cut.
+func (l LeaveOneOut) Cut() int { return l.Table.Cut() }
+
+// Lower writes ids' states with the n-grams that occur nowhere else in the
+// corpus hidden.
+func (l LeaveOneOut) Lower(ids []int32, dst []float32) error {
+	own := NewCounter()
+	own.Add(ids)
+	return l.Table.LowerHiding(ids, dst, func(g Gram) bool {
+		return g.N > 1 && l.Counts.Count(g) <= own.Count(g)
+	})
+}
+
+var _ model.Lower = LeaveOneOut{}
