@@ -659,6 +659,10 @@ func (t *trainer) openVPLMTable(ctx context.Context, v *smilepb.VPLM) (*plot.Tab
 		return e.table, nil
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrTimeout), ctx.Err() != nil:
 		return nil, fmt.Errorf("vPLM %s: table %s: %w", v.GetId(), v.GetTable(), err)
+	case errors.Is(err, ErrTableNotFound):
+		// Tables live in the Badger of the node that built them; the
+		// catalog (and so the vPLM) may reach nodes that lack it.
+		return nil, fmt.Errorf("%w: vPLM %s uses table %s, which is not stored on this node (tables are node-local; build it here with the same request)", ErrUnavailable, v.GetId(), v.GetTable())
 	}
 	return nil, fmt.Errorf("%w: vPLM %s cannot use its table %s: %w", ErrInternal, v.GetId(), v.GetTable(), err)
 }
@@ -723,24 +727,33 @@ func (p *plotTables) get(ctx context.Context, id, backbone, tenant string) (*ope
 			return nil, fmt.Errorf("%w: node shutting down", ErrUnavailable)
 		}
 		e, ok := p.open[id]
-		if !ok {
+		opener := !ok
+		if opener {
+			// The table loads under the node's context, not the first
+			// caller's: a request whose deadline is shorter than the load
+			// stops waiting, and the load goes on for the next one.
 			e = &openTable{ready: make(chan struct{})}
 			p.open[id] = e
-			p.mu.Unlock()
-			e.table, e.man, e.err = p.load(ctx, id, backbone, tenant)
-			if e.err != nil {
-				p.mu.Lock()
-				delete(p.open, id)
-				p.mu.Unlock()
-			}
-			close(e.ready)
-			return e, e.err
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				e.table, e.man, e.err = p.load(p.ctx, id, backbone, tenant)
+				if e.err != nil {
+					p.mu.Lock()
+					delete(p.open, id)
+					p.mu.Unlock()
+				}
+				close(e.ready)
+			}()
 		}
 		p.mu.Unlock()
 		select {
 		case <-e.ready:
 			if e.err != nil {
-				continue // its opener failed: try again
+				if opener {
+					return nil, e.err
+				}
+				continue // another caller's load failed: try once as the opener
 			}
 			if e.man.Backbone != backbone {
 				return nil, fmt.Errorf("%w: table %s is of backbone %s, not %s", ErrBadRequest, id, e.man.Backbone, backbone)

@@ -356,15 +356,26 @@ func (t *trainer) inputs(ctx context.Context, j *runningJob, eng *train.Engine, 
 	}); err != nil {
 		return nil, nil, err
 	}
+	// Leave-one-out needs the table's corpus counts; the training split's
+	// own are those when the table was built from the same dataset.
+	looCorpus := false
+	if table != nil {
+		m, err := t.manifest(tableID)
+		if err != nil {
+			return nil, nil, err
+		}
+		looCorpus = m.GetCorpus() != "" && m.GetCorpus() == j.snapshot().GetDataset() && m.GetBase() == ""
+	}
 	base, cached := 0, 0
 	build := func(ids [][]int32, labels []int, training bool) (train.Dataset, error) {
 		key := RepKey{Backbone: se.fingerprint, Dataset: IDsDigest(ids), Kind: kind, Layer: layer, MaxPositions: bb.Info().MaxPositions, Table: tableID}
 		low := lower
-		if training && table != nil {
-			// The training split reads the table leave-one-out: an n-gram
-			// no other training text holds is hidden from the text that
-			// does, so training sees the coverage an unseen text gets when
-			// served (docs/BENCHMARKS.md measures what it buys).
+		if training && looCorpus {
+			// The table was built from this training split: read it
+			// leave-one-out, an n-gram no other training text holds hidden
+			// from the text that does, so training sees the coverage an
+			// unseen text gets when served (docs/BENCHMARKS.md measures
+			// what it buys).
 			counts := plot.NewCounter()
 			for _, s := range ids {
 				counts.Add(s)

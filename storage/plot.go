@@ -94,9 +94,9 @@ func (p *PlotEntries) Has(grams [][]byte) ([]bool, error) {
 	return out, err
 }
 
-// Put stores entries (values[i] under grams[i]) in one write batch:
-// all or none on success; a crash mid-way leaves a prefix, which a
-// resumed build finds with Has.
+// Put stores entries (values[i] under grams[i]) in one Badger write
+// batch. A batch is neither atomic nor ordered: a crash mid-way leaves
+// some of them, which a resumed build finds with Has.
 func (p *PlotEntries) Put(grams, values [][]byte) error {
 	if len(grams) != len(values) {
 		return fmt.Errorf("%w: %d plot keys for %d values", ErrInvalid, len(grams), len(values))

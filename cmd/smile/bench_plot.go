@@ -62,6 +62,7 @@ type domainTable struct {
 	entryBytes, disk    int64
 	budget              int64
 	buildS, warmS       float64
+	counts              *plot.Counter // the corpus's n-gram counts
 	store               *storage.Store
 	dir                 string
 	unigramsOnly, extra int
@@ -108,6 +109,7 @@ func buildDomainTable(ctx context.Context, bb model.Backbone, cut int, corpus []
 		ranked = c.ByFrequency()
 	}
 	d.grams, _ = plot.Extend(plot.Vocabulary(bb.Info().VocabSize), ranked, w, budget)
+	d.counts = c
 	kv, err := st.PlotEntries(bb.Info().Name, cut)
 	if err != nil {
 		d.close()

@@ -219,17 +219,13 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 				}
 				lower = table.table
 			}
-			// The training split reads the table leave-one-out (the
-			// n-grams no other training text holds hidden from the text
-			// that does), as serving reads unseen texts; the trainer does
-			// the same.
+			// The training split reads the table leave-one-out (an n-gram
+			// no other text of the table's corpus holds is hidden from the
+			// text that does), as serving reads unseen texts; the trainer
+			// does the same when a table was built from the training set.
 			trainLower := lower
 			if m.plot && !o.noLOO {
-				counts := plot.NewCounter()
-				for _, ids := range t.train.IDs {
-					counts.Add(ids)
-				}
-				trainLower = plot.LeaveOneOut{Table: table.table, Counts: counts}
+				trainLower = plot.LeaveOneOut{Table: table.table, Counts: table.counts}
 			}
 			var accs, f1s, epochS, epochs []float64
 			for seed := 1; seed <= seeds; seed++ {

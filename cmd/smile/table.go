@@ -66,7 +66,7 @@ func (tf *tableFlags) request() (*smilepb.TableRequest, dataArg, error) {
 	case tf.cut < 0 || tf.cut > math.MaxUint32:
 		return nil, dataArg{}, usagef("table build: --cut %d: want a layer, 1 to the backbone's layers - 1 (0: half the layers, or the base's cut)", tf.cut)
 	case tf.budgetMB < 0 || tf.budgetMB > math.MaxInt64>>20:
-		return nil, dataArg{}, usagef("table build: --budget-mb %d: want MiB of entries > 0 (0: the server's default, 256)", tf.budgetMB)
+		return nil, dataArg{}, usagef("table build: --budget-mb %d: want MiB of entries > 0 (0: the server's default, 512)", tf.budgetMB)
 	}
 	data, err := parseDataExts("table build", tf.data, corpusExts, ".jsonl, .csv or .txt")
 	if err != nil {
@@ -148,7 +148,7 @@ func newTableBuildCmd() *cobra.Command {
 	f.StringVar(&tf.backbone, "backbone", "", "backbone (default: the base's, else the server's)")
 	f.IntVar(&tf.cut, "cut", 0, "the layers a lookup replaces: 1..cut (0: the base's cut, else half the backbone's layers)")
 	f.StringVar(&tf.base, "base", "", "a table to extend: its n-grams come first, and only the new ones are computed")
-	f.Int64Var(&tf.budgetMB, "budget-mb", 0, "MiB of entries added on top of the base (0: the server's default, 256)")
+	f.Int64Var(&tf.budgetMB, "budget-mb", 0, "MiB of entries added on top of the base (0: the server's default, 512)")
 	f.StringVar(&tf.tenant, "tenant", "", "the tenant whose device share computes the entries (default: default)")
 	f.BoolVar(&tf.detach, "detach", false, "print the job id and return; follow it with `smile job ID --watch`")
 	return cmd

@@ -33,8 +33,10 @@ type Levels struct {
 // Positions is the number of positions counted.
 func (l Levels) Positions() int64 { return l.Full + l.Partial + l.Unigram + l.Zero }
 
-// HitRate is the share of positions whose window was found as an n-gram
-// of two or more ids (Full or Partial); 0 with no positions.
+// HitRate is the share of positions served at trigram or bigram level:
+// their whole window found (Full: a trigram, or the bigram or unigram that
+// is the whole window of a text that short) or a bigram inside it
+// (Partial); 0 with no positions.
 func (l Levels) HitRate() float64 {
 	if n := l.Positions(); n > 0 {
 		return float64(l.Full+l.Partial) / float64(n)
@@ -94,6 +96,9 @@ func NewMerger(spec *model.TrainSpec, cut int) (*Merger, error) {
 		// but for its projections (ResW): carry them to the cut.
 		e := &spec.Embedding
 		rows := min(m.maxPos, e.MaxPositions)
+		if rows <= 0 || len(e.Positions) < rows*e.Width {
+			return nil, fmt.Errorf("%w: plot: %d position values for %d positions of width %d", model.ErrBadInput, len(e.Positions), rows, e.Width)
+		}
 		p, w := e.Positions[:rows*e.Width], e.Width
 		for l := range cut {
 			blk := &spec.Blocks[l]
@@ -240,7 +245,7 @@ func (m *Merger) Merge(ids []int32, look Lookup, dst []float32, lv *Levels) erro
 			}
 		}
 		if m.gamma != nil {
-			layerNorm(d, m.gamma, m.beta, m.eps)
+			renorm(d, m.gamma, m.beta, m.eps)
 		}
 	}
 	return nil
@@ -255,20 +260,35 @@ func grow(s []int32, n int) []int32 {
 	return s
 }
 
-// layerNorm normalises x in place (float64 sums, as the backbones' host
-// code does).
-func layerNorm(x, g, b []float32, eps float32) {
+// renorm puts a mean of layer-norm outputs (rows g·n + b) back on the
+// norm's manifold: it takes the affine part off (u = (x-b)/g; 0 where g is
+// 0), normalises u and puts g and b back. A single row comes back as it
+// was (up to eps): averaging only shrinks the normalised part, which this
+// restores. Sums are float64, as the backbones' host code does.
+func renorm(x, g, b []float32, eps float32) {
 	var s, ss float64
-	for _, v := range x {
-		s += float64(v)
-	}
-	mean := s / float64(len(x))
-	for _, v := range x {
-		d := float64(v) - mean
-		ss += d * d
-	}
-	inv := 1 / math.Sqrt(ss/float64(len(x))+float64(eps))
 	for i, v := range x {
-		x[i] = float32((float64(v)-mean)*inv)*g[i] + b[i]
+		u := 0.0
+		if g[i] != 0 {
+			u = (float64(v) - float64(b[i])) / float64(g[i])
+		}
+		s += u
+	}
+	n := float64(len(x))
+	mean := s / n
+	for i, v := range x {
+		u := 0.0
+		if g[i] != 0 {
+			u = (float64(v) - float64(b[i])) / float64(g[i])
+		}
+		ss += (u - mean) * (u - mean)
+	}
+	inv := 1 / math.Sqrt(ss/n+float64(eps))
+	for i, v := range x {
+		u := 0.0
+		if g[i] != 0 {
+			u = (float64(v) - float64(b[i])) / float64(g[i])
+		}
+		x[i] = float32((u-mean)*inv)*g[i] + b[i]
 	}
 }

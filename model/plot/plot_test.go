@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/smile-vplm/smile/gpu/cpu"
@@ -265,9 +266,12 @@ func direct(t testing.TB, bb model.Backbone, s *model.TrainSpec, cut int, ids []
 			}
 		}
 		if !b.PreLN {
+			// The rows are the cut layer's norm outputs: take its affine
+			// part off, normalise, put it back.
 			var mean, vr float64
-			for _, v := range row {
-				mean += v
+			for x := range row {
+				row[x] = (row[x] - float64(b.LN2B[x])) / float64(b.LN2G[x])
+				mean += row[x]
 			}
 			mean /= float64(w)
 			for _, v := range row {
@@ -688,10 +692,57 @@ func TestLeaveOneOut(t *testing.T) {
 	checkClose(t, "leave-one-out", got, want, 4*fp16Tol)
 	// a's windows: [5 6] unique -> unigram; [5 6 7] unique -> [6 7]
 	// (right bigram); [6 7 8] -> [6 7] (left); [7 8] unique -> unigram.
-	if lv.Partial != 2 || lv.Unigram != 2 || tab.Stats().Levels != lv {
+	// Hidden lookups are training's: the table's (serving's) hit levels
+	// do not count them.
+	if lv.Partial != 2 || lv.Unigram != 2 || tab.Stats().Levels != (plot.Levels{}) {
 		t.Fatalf("levels %+v (table %+v)", lv, tab.Stats().Levels)
 	}
 	if loo.Cut() != 1 {
 		t.Fatal("cut")
+	}
+}
+
+// Where a position's state comes from one row (a 1-token text: its
+// unigram), the merge gives the backbone's own state back.
+func TestMergeSingleRowExact(t *testing.T) {
+	for _, c := range cases() {
+		t.Run(c.name, func(t *testing.T) {
+			bb := c.load(t)
+			m, err := plot.NewMerger(spec(t, bb), c.cut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := []int32{17}
+			src, grams := fullTable(t, bb, c.cut, [][]int32{ids})
+			tab := plot.NewTable("t", m, grams, src, 1<<20, nil)
+			got := make([]float32, m.Width())
+			if err := tab.Lower(ids, got); err != nil {
+				t.Fatal(err)
+			}
+			checkClose(t, "one token", got, lowerOf(t, bb, c.cut, ids), 2*fp16Tol)
+		})
+	}
+}
+
+// errSource fails every read.
+type errSource struct{}
+
+func (errSource) Entry(plot.Gram) ([]byte, bool, error) { return nil, false, errors.New("disk on fire") }
+
+// A failed read (not a corrupt entry) fails the call: an answer from
+// shorter n-grams would be wrong without saying so.
+func TestReadErrorFails(t *testing.T) {
+	bb := tinyBERT(t)
+	m, err := plot.NewMerger(spec(t, bb), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := plot.NewTable("t", m, plot.Vocabulary(bb.Info().VocabSize), errSource{}, 1<<20, nil)
+	dst := make([]float32, 2*m.Width())
+	if err := tab.Lower([]int32{3, 4}, dst); err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Fatalf("read error: %v", err)
+	}
+	if st := tab.Stats(); st.ReadErrors == 0 || st.Corrupt != 0 || st.Sequences != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

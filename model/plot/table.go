@@ -21,7 +21,7 @@ type Stats struct {
 	MemoryHits  int64 // entries found in memory
 	SourceReads int64 // entries read from the source
 	Corrupt     int64 // entries that failed their checks (then treated as absent)
-	ReadErrors  int64 // source reads that failed (then treated as absent)
+	ReadErrors  int64 // source reads that failed (the lookup's call failed)
 	MemoryBytes int64 // entry bytes held in memory now
 	Entries     int   // n-grams in the table
 }
@@ -42,12 +42,15 @@ type Table struct {
 	stats  Stats
 	onBad  func(g Gram, err error)
 	look   Lookup
+	// readErr is the first failed source read of a Lower call: the call
+	// fails with it (a state built without a stored entry would be wrong).
+	readErr error
 }
 
 // NewTable opens table id (its n-grams grams, entries in src) for lookups,
 // keeping up to cacheBytes of entries in memory. onBad, when set, hears of
-// each entry that fails its checks or cannot be read (once per n-gram for
-// corrupt ones).
+// each entry that fails its checks, once per n-gram. A source read that
+// fails otherwise fails the Lower call that needed it.
 func NewTable(id string, merger *Merger, grams []Gram, src Source, cacheBytes int64, onBad func(Gram, error)) *Table {
 	t := &Table{id: id, merger: merger, src: src, member: make(map[Gram]struct{}, len(grams)), bad: map[Gram]struct{}{}, onBad: onBad}
 	for _, g := range grams {
@@ -105,12 +108,22 @@ func (t *Table) LowerHiding(ids []int32, dst []float32, hide func(Gram) bool) er
 			return t.lookup(g)
 		}
 	}
+	t.readErr = nil
 	var lv Levels
-	if err := t.merger.Merge(ids, look, dst, &lv); err != nil {
+	err := t.merger.Merge(ids, look, dst, &lv)
+	if err == nil {
+		err = t.readErr
+	}
+	t.readErr = nil
+	if err != nil {
 		return err
 	}
-	t.stats.Levels.Add(lv)
-	t.stats.Sequences++
+	// The hit levels are serving's: lookups with n-grams hidden on
+	// purpose (training's) are not counted.
+	if hide == nil {
+		t.stats.Levels.Add(lv)
+		t.stats.Sequences++
+	}
 	return nil
 }
 
@@ -165,12 +178,17 @@ func (t *Table) read(g Gram) ([]byte, bool) {
 		h, err = CheckEntry(g, t.merger.width, b)
 	}
 	if err != nil {
-		if errors.Is(err, ErrCorrupt) {
-			t.stats.Corrupt++
-			t.bad[g] = struct{}{}
-		} else {
+		if !errors.Is(err, ErrCorrupt) {
+			// Not the entry's fault (a closed store, an I/O error): the
+			// call fails rather than answer from shorter n-grams.
 			t.stats.ReadErrors++
+			if t.readErr == nil {
+				t.readErr = fmt.Errorf("plot: table %s: reading n-gram %v: %w", t.id, g, err)
+			}
+			return nil, false
 		}
+		t.stats.Corrupt++
+		t.bad[g] = struct{}{}
 		if t.onBad != nil {
 			t.onBad(g, err)
 		}
