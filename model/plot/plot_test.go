@@ -727,7 +727,9 @@ func TestMergeSingleRowExact(t *testing.T) {
 // errSource fails every read.
 type errSource struct{}
 
-func (errSource) Entry(plot.Gram) ([]byte, bool, error) { return nil, false, errors.New("disk on fire") }
+func (errSource) Entry(plot.Gram) ([]byte, bool, error) {
+	return nil, false, errors.New("disk on fire")
+}
 
 // A failed read (not a corrupt entry) fails the call: an answer from
 // shorter n-grams would be wrong without saying so.
