@@ -36,6 +36,7 @@ type benchOpts struct {
 	tableMB   int
 	order     string
 	noLOO     bool
+	withTest  bool
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -105,6 +106,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&o.tableMB, "table-mb", plotTableBudget>>20, "plot, accuracy: budget of a domain table's bigrams and trigrams, MiB")
 	cmd.Flags().StringVar(&o.order, "order", "coverage", "plot, accuracy: which n-grams a budgeted table keeps first: coverage (bigrams, then trigrams) or frequency")
 	cmd.Flags().BoolVar(&o.noLOO, "no-leave-one-out", false, "accuracy: plot mode trains on the table as it is, every training n-gram found (the trainer reads it leave-one-out)")
+	cmd.Flags().BoolVar(&o.withTest, "table-with-test", false, "plot, accuracy: also build each task's domain table from its test split's texts (unlabelled): full coverage, the upper bound of what a bigger corpus buys")
 	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	addServeFlags(cmd.Flags(), &o.serve)
 	return cmd

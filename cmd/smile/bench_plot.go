@@ -170,11 +170,17 @@ func dirBytes(dir string) int64 {
 }
 
 // domainCorpus is a task's domain corpus: its training split's texts and
-// those of the extra datasets' training splits (tokenized by tok), never
-// a validation or test split. It returns the datasets' names too.
-func domainCorpus(ctx context.Context, g *globals, tok model.Backbone, t *task, extra []string) ([][]int32, []string, error) {
+// those of the extra datasets' training splits (tokenized by tok), never a
+// validation or test split, unless --table-with-test adds the task's test
+// texts (unlabelled): a tenant scoring a known set of texts, and the upper
+// bound of what coverage buys. It returns the corpus's names too.
+func domainCorpus(ctx context.Context, g *globals, tok model.Backbone, t *task, o *benchOpts) ([][]int32, []string, error) {
 	corpus, names := t.corpus, []string{t.name}
-	for _, name := range extra {
+	if o.withTest {
+		corpus = append(slices.Clip(corpus), t.served...)
+		names = append(names, t.name+"/test")
+	}
+	for _, name := range o.corpus {
 		if name == t.name {
 			continue
 		}
@@ -260,9 +266,9 @@ func benchPlot(ctx context.Context, g *globals, o *benchOpts, w io.Writer) error
 func benchPlotOne(ctx context.Context, g *globals, ul, bb model.Backbone, name string, t *task, cut int, o *benchOpts, w io.Writer) error {
 	own := t
 	if o.quick {
-		own = &task{name: t.name, corpus: t.corpus[:min(len(t.corpus), 200)]}
+		own = &task{name: t.name, corpus: t.corpus[:min(len(t.corpus), 200)], served: t.served}
 	}
-	corpus, names, err := domainCorpus(ctx, g, ul, own, o.corpus)
+	corpus, names, err := domainCorpus(ctx, g, ul, own, o)
 	if err != nil {
 		return err
 	}

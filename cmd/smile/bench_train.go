@@ -27,8 +27,9 @@ type task struct {
 	train, val, test *train.Texts
 	skipped          int // examples whose text has no token
 	// corpus is the whole training split's raw ids (before Prepare: a
-	// long text whole), what a domain table is built from.
-	corpus [][]int32
+	// long text whole), what a domain table is built from; served is the
+	// test split's, for --table-with-test.
+	corpus, served [][]int32
 }
 
 // loadTask reads a dataset pulled into the data dir (pulling it on first
@@ -66,8 +67,11 @@ func loadTask(ctx context.Context, g *globals, bb model.Backbone, name string) (
 				return nil, fmt.Errorf("%s %s: label %q is not in the dataset's labels %v", name, split, ex.Label, meta.Labels)
 			}
 			tx.IDs = append(tx.IDs, bb.Prepare(ids))
-			if split == "train" {
+			switch split {
+			case "train":
 				t.corpus = append(t.corpus, ids)
+			case "test":
+				t.served = append(t.served, ids)
 			}
 			tx.Labels = append(tx.Labels, li)
 		}
@@ -209,7 +213,7 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 			var lower model.Lower
 			if m.plot {
 				if table == nil {
-					corpus, _, err := domainCorpus(ctx, g, bb, t, o.corpus)
+					corpus, _, err := domainCorpus(ctx, g, bb, t, o)
 					if err != nil {
 						return err
 					}
