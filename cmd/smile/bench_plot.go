@@ -169,6 +169,15 @@ func dirBytes(dir string) int64 {
 	return n
 }
 
+// tableTask is t as a domain table reads it: a smoke run (quick) builds
+// its table from the first 200 training texts.
+func (t *task) tableTask(quick bool) *task {
+	if !quick {
+		return t
+	}
+	return &task{name: t.name, corpus: t.corpus[:min(len(t.corpus), 200)], served: t.served}
+}
+
 // domainCorpus is a task's domain corpus: its training split's texts and
 // those of the extra datasets' training splits (tokenized by tok), never a
 // validation or test split, unless --table-with-test adds the task's test
@@ -264,11 +273,7 @@ func benchPlot(ctx context.Context, g *globals, o *benchOpts, w io.Writer) error
 }
 
 func benchPlotOne(ctx context.Context, g *globals, ul, bb model.Backbone, name string, t *task, cut int, o *benchOpts, w io.Writer) error {
-	own := t
-	if o.quick {
-		own = &task{name: t.name, corpus: t.corpus[:min(len(t.corpus), 200)], served: t.served}
-	}
-	corpus, names, err := domainCorpus(ctx, g, ul, own, o)
+	corpus, names, err := domainCorpus(ctx, g, ul, t.tableTask(o.quick), o)
 	if err != nil {
 		return err
 	}

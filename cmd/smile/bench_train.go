@@ -213,7 +213,7 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 			var lower model.Lower
 			if m.plot {
 				if table == nil {
-					corpus, _, err := domainCorpus(ctx, g, bb, t, o)
+					corpus, _, err := domainCorpus(ctx, g, bb, t.tableTask(o.quick), o)
 					if err != nil {
 						return err
 					}
