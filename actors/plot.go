@@ -806,14 +806,56 @@ func (p *plotTables) load(ctx context.Context, id, backbone, tenant string) (*pl
 		return nil, nil, fmt.Errorf("%w: table %s: %w", ErrInternal, id, err)
 	}
 	log := t.log.With("table", id)
-	tab := plot.NewTable(id, merger, grams, plot.Entries{KV: pe}, t.cfg.Plot.CacheBytes, func(g plot.Gram, err error) {
-		log.Warn("PLOT table entry unusable: its positions fall back to shorter n-grams", "ngram", g.String(), "err", err)
+	var tab *plot.Table
+	tab = plot.NewTable(id, merger, grams, plot.Entries{KV: pe}, t.cfg.Plot.CacheBytes, func(g plot.Gram, err error) {
+		log.Warn("PLOT table entry unusable: its positions fall back to shorter n-grams until it is recomputed", "ngram", g.String(), "err", err)
+		p.repair(tab, g, m, tenant)
 	})
 	log.Info("PLOT table opened", "entries", len(grams), "cut", m.Cut, "cache_bytes", t.cfg.Plot.CacheBytes)
 	if t.cfg.Plot.Warm {
 		p.warm(tab, grams)
 	}
 	return tab, m, nil
+}
+
+// repair recomputes a corrupt entry in the background (device work of
+// tenant), stores it over the bad one and lets the table read it again.
+// It is called with the table's lock held, so it only starts the work.
+func (p *plotTables) repair(tab *plot.Table, g plot.Gram, m *smilepb.PlotTable, tenant string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := p.t
+		log := t.log.With("table", m.Id, "ngram", g.String())
+		dev, ok := t.s.devices[m.Backbone]
+		if !ok {
+			return
+		}
+		pe, err := t.store.PlotEntries(m.BackboneFingerprint, int(m.Cut))
+		if err != nil {
+			log.Error("PLOT entry repair", "err", err)
+			return
+		}
+		var entries [][]byte
+		err = patient(dev.Exec(t.s.cl.ActorSystem, tenant))(p.ctx, int(g.N), func(bb model.Backbone) error {
+			entries, err = plot.Compute(p.ctx, bb, int(m.Cut), []plot.Gram{g})
+			return err
+		})
+		if err == nil {
+			err = plot.Entries{KV: pe}.Put([]plot.Gram{g}, entries)
+		}
+		if err != nil {
+			log.Error("PLOT entry repair failed: the n-gram stays skipped", "err", err)
+			return
+		}
+		tab.Forgive(g)
+		log.Info("PLOT entry repaired")
+	}()
 }
 
 // warm reads a table's entries into memory in the background, in list

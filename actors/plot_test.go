@@ -343,12 +343,46 @@ func TestPlotTables(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := directLower(t, ctx, n, bb, paramsOf(t, n, v), tab, rareTexts[:1])
+		without := hiding{tab, tri}
+		want := directLower(t, ctx, n, bb, paramsOf(t, n, v), without, rareTexts[:1])
 		if d := maxDiff(probsOf(rep), want); d > 1e-4 {
 			t.Fatalf("served answer differs from the direct one by %g", d)
 		}
 		t.Logf("corrupt entry: %d corrupt, hit rate %.2f over %d positions, %d memory hits, %d source reads",
 			inf.Corrupt, inf.HitRate, inf.Positions, inf.MemoryHits, inf.SourceReads)
+
+		// The node recomputes it in the background; then the trigram
+		// serves again.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			b, ok, err := pe.Get(key)
+			if err == nil && ok {
+				if _, err = plot.CheckEntry(tri, w, b); err == nil {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("corrupt entry not repaired: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for tab.Stats().Corrupt != 1 || !repaired(tab, tri) {
+			if time.Now().After(deadline) {
+				t.Fatal("the table does not read the repaired entry")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		rep2, err := svc.Classify(ctx, v.Id, rareTexts[:1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want2 := directLower(t, ctx, n, bb, paramsOf(t, n, v), tab, rareTexts[:1])
+		if d := maxDiff(probsOf(rep2), want2); d > 1e-4 || maxDiff(want2, want) == 0 {
+			t.Fatalf("after the repair: served differs by %g from the table with the trigram (which differs by %g from without)", d, maxDiff(want2, want))
+		}
+		if inf := tableInfo(t, ctx, svc, m2.Id); inf.Corrupt != 1 {
+			t.Fatalf("corrupt count after the repair: %d", inf.Corrupt)
+		}
 	})
 	t.Run("cancel and build again", func(t *testing.T) {
 		hold.Store(true)
@@ -689,4 +723,26 @@ func TestPlotTableResumesAfterCrash(t *testing.T) {
 		t.Fatalf("%d entries stored for a table of %d: %v", n, m.Entries, err)
 	}
 	t.Logf("resumed: %s", final.Stage)
+}
+
+// hiding is a table with one n-gram hidden.
+type hiding struct {
+	tab *plot.Table
+	g   plot.Gram
+}
+
+func (h hiding) Cut() int { return h.tab.Cut() }
+func (h hiding) Lower(ids []int32, dst []float32) error {
+	return h.tab.LowerHiding(ids, dst, func(g plot.Gram) bool { return g == h.g })
+}
+
+// repaired reports whether tab reads g again: g's ids as a text get other
+// states with g than with g hidden.
+func repaired(tab *plot.Table, g plot.Gram) bool {
+	with := make([]float32, int(g.N)*tab.Width())
+	without := make([]float32, len(with))
+	if tab.Lower(g.IDs(), with) != nil || (hiding{tab, g}).Lower(g.IDs(), without) != nil {
+		return false
+	}
+	return !slices.Equal(with, without)
 }

@@ -127,6 +127,14 @@ func (t *Table) LowerHiding(ids []int32, dst []float32, hide func(Gram) bool) er
 	return nil
 }
 
+// Forgive lets the table read g's entry again after it was found corrupt
+// (once it has been stored anew).
+func (t *Table) Forgive(g Gram) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.bad, g)
+}
+
 // Warm reads entries into memory, in grams' order, while they fit the
 // cache; it returns how many it read (failures are counted in Stats).
 func (t *Table) Warm(grams []Gram) int {
