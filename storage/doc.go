@@ -26,10 +26,16 @@
 //	p/<backbone>\x00<cut><n-gram key>
 //	                     one PLOT table entry, shared by every table of the
 //	                     backbone and cut (see plot.go)
+//	l/<index>            a Raft log entry (RaftStore); <index> is 8 bytes
+//	                     big-endian, so key order is log order; the value
+//	                     is the versioned encoding in raftstore.go
+//	s/<key>              a Raft stable value (current term, last vote)
 //
 // Ids and tenant names never contain '/' (see ValidID), so the prefixes
-// cannot collide. A reference count is changed in the same transaction as the
-// catalog command that changes it; when it reaches zero (Delete, or a
+// cannot collide. l/ and s/ are the node's own Raft state, not part of the
+// replicated catalog: a catalog snapshot or backup leaves them out. A
+// reference count is changed in the same transaction as the catalog command
+// that changes it; when it reaches zero (Delete, or a
 // NewVersion that moves off the blob) the blob is deleted with it. Blobs put
 // but never committed to the catalog have no count and stay until
 // DeleteBlob; a garbage collector (a later issue) will sweep them.

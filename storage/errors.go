@@ -27,4 +27,14 @@ var (
 	ErrBadDigest = errors.New("storage: bad digest or name")
 	// ErrDigestMismatch: content whose hash is not the one the caller expected.
 	ErrDigestMismatch = errors.New("storage: digest mismatch")
+	// ErrStableKeyNotFound: RaftStore.Get of a key never set. Its message is
+	// "not found", without the package prefix, because hashicorp/raft tells
+	// a missing term or vote from a failed read by comparing err.Error() with
+	// that string (api.go, raft.go); errors.Is(err, ErrNotFound) also holds.
+	ErrStableKeyNotFound error = stableKeyNotFound{}
 )
+
+type stableKeyNotFound struct{}
+
+func (stableKeyNotFound) Error() string        { return "not found" }
+func (stableKeyNotFound) Is(target error) bool { return target == ErrNotFound }
