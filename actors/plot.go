@@ -822,14 +822,7 @@ func (p *plotTables) load(ctx context.Context, id, backbone, tenant string) (*pl
 // tenant), stores it over the bad one and lets the table read it again.
 // It is called with the table's lock held, so it only starts the work.
 func (p *plotTables) repair(tab *plot.Table, g plot.Gram, m *smilepb.PlotTable, tenant string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
-	}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
+	p.spawn(func() {
 		t := p.t
 		log := t.log.With("table", m.Id, "ngram", g.String())
 		dev, ok := t.s.devices[m.Backbone]
@@ -855,13 +848,12 @@ func (p *plotTables) repair(tab *plot.Table, g plot.Gram, m *smilepb.PlotTable, 
 		}
 		tab.Forgive(g)
 		log.Info("PLOT entry repaired")
-	}()
+	})
 }
 
-// warm reads a table's entries into memory in the background, in list
-// order, a slice at a time (lookups go on in between), until its cache is
-// full or the node stops.
-func (p *plotTables) warm(tab *plot.Table, grams []plot.Gram) {
+// spawn runs fn in the background until the node stops (close waits for
+// it); nothing once it has.
+func (p *plotTables) spawn(fn func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -870,6 +862,15 @@ func (p *plotTables) warm(tab *plot.Table, grams []plot.Gram) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		fn()
+	}()
+}
+
+// warm reads a table's entries into memory in the background, in list
+// order, a slice at a time (lookups go on in between), until its cache is
+// full or the node stops.
+func (p *plotTables) warm(tab *plot.Table, grams []plot.Gram) {
+	p.spawn(func() {
 		start, read := time.Now(), 0
 		largest := int64(plot.EntryLen(plot.MaxN, tab.Width()) - 4)
 		const step = 512
@@ -883,7 +884,7 @@ func (p *plotTables) warm(tab *plot.Table, grams []plot.Gram) {
 			}
 		}
 		p.t.log.Debug("PLOT table warmed", "table", tab.ID(), "entries", read, "took", time.Since(start))
-	}()
+	})
 }
 
 // buildTable runs a table job: it computes the entries of the table's
