@@ -291,11 +291,7 @@ func (a *vplmActor) lower(e *smilepb.VPLM, deadline time.Time) (model.Lower, err
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	l, err := a.env.Lower(ctx, e)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
+	return a.env.Lower(ctx, e)
 }
 
 func (a *vplmActor) answer(ctx actor.Context, task smilepb.Task, labels []string, version uint64, r *InferResult, start, tokenized time.Time) {

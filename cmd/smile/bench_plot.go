@@ -56,16 +56,15 @@ type plotLine struct {
 // and trigrams within a budget, the same list a `smile table build` job
 // makes.
 type domainTable struct {
-	table               *plot.Table
-	grams               []plot.Gram
-	uni, bi, tri        int
-	entryBytes, disk    int64
-	budget              int64
-	buildS, warmS       float64
-	counts              *plot.Counter // the corpus's n-gram counts
-	store               *storage.Store
-	dir                 string
-	unigramsOnly, extra int
+	table            *plot.Table
+	grams            []plot.Gram
+	uni, bi, tri     int
+	entryBytes, disk int64
+	budget           int64
+	buildS, warmS    float64
+	counts           *plot.Counter // the corpus's n-gram counts
+	store            *storage.Store
+	dir              string
 }
 
 func (d *domainTable) close() {
