@@ -25,11 +25,14 @@ func ValidID(id string) error {
 	return nil
 }
 
-// Catalog is the table of vPLMs and tenants. Every change goes through Apply
-// (or ApplyBatch), one CatalogCommand at a time, so that the same commands
-// applied in the same order give the same catalog on every node: it is the
-// state machine the Raft log will replicate. Apply never reads the clock
-// when the command carries its times.
+// Catalog is the table of vPLMs, tenants (with their usage), API keys and
+// cluster nodes. Every change goes through a CatalogCommand, so that the
+// same commands applied in the same order give the same catalog on every
+// node: it is the state machine the Raft log replicates. ApplyEntries is
+// the Raft FSM's entry point (deterministic, records the applied log
+// position); Apply and ApplyBatch serve direct, single-node callers and
+// additionally check that params blobs are stored locally and fill in zero
+// times from the clock.
 type Catalog struct {
 	s *Store
 }
@@ -47,9 +50,19 @@ func NewCatalog(s *Store) *Catalog { return &Catalog{s: s} }
 //     other vPLM uses it.
 //   - NewVersion: ErrNotFound; ErrConflict unless version is the current one
 //     plus one; ErrMissingBlob unless the new blob is stored.
-//   - PutTenant: creates or replaces the tenant.
+//   - PutTenant: creates or replaces the tenant (quotas are checked at the
+//     next create or new version; a lowered quota removes nothing).
+//   - PutAPIKey: creates or replaces the key with that id (ErrBadID for a
+//     bad id or tenant, ErrInvalid unless hash is 64 lowercase hex digits);
+//     a zero created time is filled in.
+//   - DeleteAPIKey: ErrNotFound.
+//   - PutNode: creates or replaces the node (ErrBadID for a bad id,
+//     ErrInvalid for an empty raft or API address).
 //
-// Malformed commands fail with ErrInvalid, ErrBadID or ErrBadDigest.
+// Create and NewVersion keep the tenant's usage (vPLMs, params bytes) and
+// fail with ErrQuotaExceeded beyond the tenant's max_vplms or max_bytes;
+// Delete gives usage back. Malformed commands fail with ErrInvalid,
+// ErrBadID or ErrBadDigest.
 func (c *Catalog) Apply(cmd *smilepb.CatalogCommand) (*smilepb.VPLM, error) {
 	out, errs := c.ApplyBatch([]*smilepb.CatalogCommand{cmd})
 	return out[0], errs[0]
@@ -73,31 +86,67 @@ func (c *Catalog) ApplyBatch(cmds []*smilepb.CatalogCommand) ([]*smilepb.VPLM, [
 	}
 	c.s.applyMu.Lock()
 	defer c.s.applyMu.Unlock()
-	for i := 0; i < len(cmds); {
-		n, err := c.applyChunk(cmds[i:], out[i:], errs[i:])
-		if err != nil {
-			for j := i; j < len(cmds); j++ {
-				out[j], errs[j] = nil, fmt.Errorf("storage: catalog: %w", err)
-			}
-			break
-		}
-		i += n
+	steps := make([]step, len(cmds))
+	for i, cmd := range cmds {
+		steps[i] = step{cmd: cmd, out: &out[i], err: &errs[i]}
 	}
+	c.applySteps(steps, applyOpts{local: true, now: c.s.now()})
 	return out, errs
 }
 
-// applyChunk applies as many of cmds as fit in one transaction, commits, and
-// says how many it applied. A commit that loses a race (with a blob write)
-// is redone from the start.
-func (c *Catalog) applyChunk(cmds []*smilepb.CatalogCommand, out []*smilepb.VPLM, errs []error) (int, error) {
-	limit := len(cmds)
+// applyOpts says how commands are applied. local (Apply, ApplyBatch) checks
+// that params blobs are stored and fills zero times with now; without it
+// (ApplyEntries) the outcome depends only on the catalog and the command.
+type applyOpts struct {
+	local bool
+	now   time.Time
+	// track writes the position of the last step of each transaction
+	// under keyApplied, in that transaction.
+	track bool
+}
+
+// A step is one command and where its result goes; a step without a
+// command (an empty Raft entry) only moves the applied position.
+type step struct {
+	cmd *smilepb.CatalogCommand
+	out **smilepb.VPLM
+	err *error
+	pos appliedPos
+}
+
+// applySteps applies steps in as few transactions as fit; a storage
+// failure fails the step it happened at and every later one.
+func (c *Catalog) applySteps(steps []step, o applyOpts) {
+	for i := 0; i < len(steps); {
+		n, err := c.applyChunk(steps[i:], o)
+		if err != nil {
+			for _, st := range steps[i:] {
+				if st.out != nil {
+					*st.out, *st.err = nil, fmt.Errorf("storage: catalog: %w", err)
+				}
+			}
+			return
+		}
+		i += n
+	}
+}
+
+// applyChunk applies as many of steps as fit in one transaction, commits,
+// and says how many it applied. A commit that loses a race (with a blob
+// write or GC) is redone from the start.
+func (c *Catalog) applyChunk(steps []step, o applyOpts) (int, error) {
+	limit := len(steps)
 	for attempt := 0; attempt < conflictRetries; attempt++ {
 		txn := c.s.db.NewTransaction(true)
 		n, tooBig := 0, false
 		for ; n < limit; n++ {
-			p, err := plan(txn, cmds[n])
+			st := steps[n]
+			if st.out == nil {
+				continue
+			}
+			p, err := plan(txn, st.cmd, o)
 			if err != nil {
-				out[n], errs[n] = nil, err
+				*st.out, *st.err = nil, err
 				continue
 			}
 			if err := p.write(txn); err != nil {
@@ -109,7 +158,16 @@ func (c *Catalog) applyChunk(cmds []*smilepb.CatalogCommand, out []*smilepb.VPLM
 				}
 				return 0, err
 			}
-			out[n], errs[n] = p.vplm, nil
+			*st.out, *st.err = p.vplm, nil
+		}
+		if !tooBig && o.track && n > 0 {
+			if err := txn.Set(keyApplied, steps[n-1].pos.encode()); err != nil {
+				txn.Discard()
+				if !errors.Is(err, badger.ErrTxnTooBig) || n == 1 {
+					return 0, err
+				}
+				limit, tooBig = n-1, true
+			}
 		}
 		if tooBig {
 			attempt--
@@ -154,21 +212,27 @@ func (ch *change) write(txn *badger.Txn) error {
 	return nil
 }
 
-func plan(txn *badger.Txn, cmd *smilepb.CatalogCommand) (*change, error) {
+func plan(txn *badger.Txn, cmd *smilepb.CatalogCommand, o applyOpts) (*change, error) {
 	switch c := cmd.GetCmd().(type) {
 	case *smilepb.CatalogCommand_Create:
-		return planCreate(txn, c.Create.GetVplm())
+		return planCreate(txn, c.Create.GetVplm(), o)
 	case *smilepb.CatalogCommand_Delete:
 		return planDelete(txn, c.Delete.GetId())
 	case *smilepb.CatalogCommand_NewVersion:
-		return planNewVersion(txn, c.NewVersion)
+		return planNewVersion(txn, c.NewVersion, o)
 	case *smilepb.CatalogCommand_PutTenant:
 		return planPutTenant(c.PutTenant.GetTenant())
+	case *smilepb.CatalogCommand_PutApiKey:
+		return planPutAPIKey(c.PutApiKey.GetKey(), o)
+	case *smilepb.CatalogCommand_DeleteApiKey:
+		return planDeleteAPIKey(txn, c.DeleteApiKey.GetId())
+	case *smilepb.CatalogCommand_PutNode:
+		return planPutNode(c.PutNode.GetNode())
 	}
 	return nil, fmt.Errorf("%w: no command", ErrInvalid)
 }
 
-func planCreate(txn *badger.Txn, v *smilepb.VPLM) (*change, error) {
+func planCreate(txn *badger.Txn, v *smilepb.VPLM, o applyOpts) (*change, error) {
 	if v == nil {
 		return nil, fmt.Errorf("%w: create without a vPLM", ErrInvalid)
 	}
@@ -181,7 +245,7 @@ func planCreate(txn *badger.Txn, v *smilepb.VPLM) (*change, error) {
 	if err := checkShape(v); err != nil {
 		return nil, err
 	}
-	d, err := paramsDigest(txn, v.GetParamsDigest())
+	d, err := paramsDigest(txn, v.GetParamsDigest(), o.local)
 	if err != nil {
 		return nil, err
 	}
@@ -190,10 +254,14 @@ func planCreate(txn *badger.Txn, v *smilepb.VPLM) (*change, error) {
 	} else if ok {
 		return nil, fmt.Errorf("%w: vPLM %q", ErrExists, v.GetId())
 	}
+	u, err := chargeUsage(txn, v.GetTenant(), 1, 0, v.GetParamsBytes())
+	if err != nil {
+		return nil, err
+	}
 	nv := proto.CloneOf(v)
 	nv.Version = 1
-	if nv.CreatedUnixMs == 0 {
-		nv.CreatedUnixMs = time.Now().UnixMilli()
+	if nv.CreatedUnixMs == 0 && o.local {
+		nv.CreatedUnixMs = o.now.UnixMilli()
 	}
 	if nv.UpdatedUnixMs == 0 {
 		nv.UpdatedUnixMs = nv.CreatedUnixMs
@@ -203,6 +271,7 @@ func planCreate(txn *badger.Txn, v *smilepb.VPLM) (*change, error) {
 		return nil, err
 	}
 	ch.set(key(prefixIndex, nv.Tenant, nv.Id), nil)
+	putUsage(ch, nv.Tenant, u)
 	if err := addRef(txn, ch, d, +1); err != nil {
 		return nil, err
 	}
@@ -245,8 +314,20 @@ func checkShape(v *smilepb.VPLM) error {
 	default:
 		return fmt.Errorf("%w: vPLM %q has mode %q: want %q or %q", ErrInvalid, v.GetId(), v.GetMode(), ModeFull, ModePlot)
 	}
+	switch v.GetPrecision() {
+	case "", PrecisionFP16, PrecisionInt8:
+	default:
+		return fmt.Errorf("%w: vPLM %q has precision %q: want %q or %q", ErrInvalid, v.GetId(), v.GetPrecision(), PrecisionFP16, PrecisionInt8)
+	}
 	return nil
 }
+
+// A vPLM's precisions (VPLM.precision): how its params blob stores adapter
+// tensors; an empty precision reads as fp16.
+const (
+	PrecisionFP16 = "fp16"
+	PrecisionInt8 = "int8"
+)
 
 // A vPLM's modes (VPLM.mode): its lower layers run on the backbone (full;
 // an empty mode reads as full) or come from a PLOT table (plot).
@@ -263,9 +344,16 @@ func planDelete(txn *badger.Txn, id string) (*change, error) {
 	if err != nil {
 		return nil, err
 	}
+	u, err := getUsage(txn, old.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	u.Vplms = satSub(u.Vplms, 1)
+	u.Bytes = satSub(u.Bytes, old.ParamsBytes)
 	ch := &change{vplm: old}
 	ch.del(key(prefixVPLM, id))
 	ch.del(key(prefixIndex, old.Tenant, id))
+	putUsage(ch, old.Tenant, u)
 	if d, err := ParseDigest(old.ParamsDigest); err == nil {
 		if err := addRef(txn, ch, d, -1); err != nil {
 			return nil, err
@@ -274,7 +362,7 @@ func planDelete(txn *badger.Txn, id string) (*change, error) {
 	return ch, nil
 }
 
-func planNewVersion(txn *badger.Txn, nv *smilepb.NewVersion) (*change, error) {
+func planNewVersion(txn *badger.Txn, nv *smilepb.NewVersion, o applyOpts) (*change, error) {
 	if err := ValidID(nv.GetId()); err != nil {
 		return nil, err
 	}
@@ -286,7 +374,11 @@ func planNewVersion(txn *badger.Txn, nv *smilepb.NewVersion) (*change, error) {
 		return nil, fmt.Errorf("%w: vPLM %q is at version %d, new version must be %d, not %d",
 			ErrConflict, old.Id, old.Version, old.Version+1, nv.GetVersion())
 	}
-	d, err := paramsDigest(txn, nv.GetParamsDigest())
+	d, err := paramsDigest(txn, nv.GetParamsDigest(), o.local)
+	if err != nil {
+		return nil, err
+	}
+	u, err := chargeUsage(txn, old.Tenant, 0, old.ParamsBytes, nv.GetParamsBytes())
 	if err != nil {
 		return nil, err
 	}
@@ -295,13 +387,14 @@ func planNewVersion(txn *badger.Txn, nv *smilepb.NewVersion) (*change, error) {
 	v.ParamsDigest = string(d)
 	v.ParamsBytes = nv.GetParamsBytes()
 	v.UpdatedUnixMs = nv.GetUpdatedUnixMs()
-	if v.UpdatedUnixMs == 0 {
-		v.UpdatedUnixMs = time.Now().UnixMilli()
+	if v.UpdatedUnixMs == 0 && o.local {
+		v.UpdatedUnixMs = o.now.UnixMilli()
 	}
 	ch := &change{vplm: v}
 	if err := putVPLM(ch, v); err != nil {
 		return nil, err
 	}
+	putUsage(ch, old.Tenant, u)
 	if string(d) != old.ParamsDigest {
 		if err := addRef(txn, ch, d, +1); err != nil {
 			return nil, err
@@ -336,14 +429,15 @@ func planPutTenant(t *smilepb.Tenant) (*change, error) {
 	return ch, nil
 }
 
-// paramsDigest checks that a command's params blob is named well and stored.
-func paramsDigest(txn *badger.Txn, s string) (Digest, error) {
+// paramsDigest checks that a command's params blob is named well and, with
+// local, stored.
+func paramsDigest(txn *badger.Txn, s string, local bool) (Digest, error) {
 	if s == "" {
 		return "", fmt.Errorf("%w: no params digest", ErrMissingBlob)
 	}
 	d, err := ParseDigest(s)
-	if err != nil {
-		return "", err
+	if err != nil || !local {
+		return d, err
 	}
 	ok, err := has(txn, blobKey(d))
 	if err != nil {
@@ -356,7 +450,7 @@ func paramsDigest(txn *badger.Txn, s string) (Digest, error) {
 }
 
 // addRef plans a change of blob d's reference count by delta; a count that
-// reaches zero takes the blob with it. Reads see earlier commands of the
+// reaches zero takes the blob (where this node has it) with it. Reads see earlier commands of the
 // same transaction, not earlier refs of the same change, so a change
 // touches each digest at most once.
 func addRef(txn *badger.Txn, ch *change, d Digest, delta int64) error {
@@ -428,7 +522,7 @@ func (c *Catalog) Get(id string) (*smilepb.VPLM, error) {
 		return nil, err
 	}
 	var v *smilepb.VPLM
-	err := c.s.view(func(txn *badger.Txn) (err error) {
+	err := c.s.catView(func(txn *badger.Txn) (err error) {
 		v, err = getVPLM(txn, id)
 		return err
 	})
@@ -445,7 +539,7 @@ func (c *Catalog) List(tenant, after string, limit int) ([]*smilepb.VPLM, error)
 		}
 	}
 	var out []*smilepb.VPLM
-	err := c.s.view(func(txn *badger.Txn) error {
+	err := c.s.catView(func(txn *badger.Txn) error {
 		prefix := prefixVPLM
 		if tenant != "" {
 			prefix = key(prefixIndex, tenant, "")
@@ -485,7 +579,7 @@ func (c *Catalog) List(tenant, after string, limit int) ([]*smilepb.VPLM, error)
 // Count is the number of vPLMs in the catalog.
 func (c *Catalog) Count() (int, error) {
 	n := 0
-	err := c.s.view(func(txn *badger.Txn) error {
+	err := c.s.catView(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = prefixVPLM
 		opts.PrefetchValues = false
@@ -505,7 +599,7 @@ func (c *Catalog) Tenant(name string) (*smilepb.Tenant, bool, error) {
 		return nil, false, fmt.Errorf("tenant: %w", err)
 	}
 	var t *smilepb.Tenant
-	err := c.s.view(func(txn *badger.Txn) error {
+	err := c.s.catView(func(txn *badger.Txn) error {
 		item, err := txn.Get(key(prefixTenant, name))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -522,7 +616,7 @@ func (c *Catalog) Tenant(name string) (*smilepb.Tenant, bool, error) {
 // Tenants returns every tenant, in name order.
 func (c *Catalog) Tenants() ([]*smilepb.Tenant, error) {
 	var out []*smilepb.Tenant
-	err := c.s.view(func(txn *badger.Txn) error {
+	err := c.s.catView(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = prefixTenant
 		it := txn.NewIterator(opts)

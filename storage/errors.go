@@ -26,7 +26,18 @@ var (
 	// ErrBadDigest: a digest or reference name that is not well formed.
 	ErrBadDigest = errors.New("storage: bad digest or name")
 	// ErrDigestMismatch: content whose hash is not the one the caller expected.
+	// PutBlobAs wraps it together with ErrCorrupt.
 	ErrDigestMismatch = errors.New("storage: digest mismatch")
+	// ErrAlreadyApplied: the result of a command of a Raft log entry that
+	// ApplyEntries skipped because the catalog's applied position says it
+	// was applied before (a replay after a crash or restart).
+	ErrAlreadyApplied = errors.New("storage: already applied")
+	// ErrQuotaExceeded: a create or new version that would take a tenant
+	// beyond its max_vplms or max_bytes; the message names the quota, its
+	// limit and the tenant's usage.
+	ErrQuotaExceeded = errors.New("storage: quota exceeded")
+	// ErrNotEmpty: RestoreBackup into a store whose catalog is not empty.
+	ErrNotEmpty = errors.New("storage: catalog not empty")
 	// ErrStableKeyNotFound: RaftStore.Get of a key never set. Its message is
 	// "not found", without the package prefix, because hashicorp/raft tells
 	// a missing term or vote from a failed read by comparing err.Error() with

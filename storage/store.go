@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -96,6 +97,15 @@ type Store struct {
 	closed bool
 	// applyMu serialises catalog writes, as a Raft FSM will; see Catalog.
 	applyMu sync.Mutex
+	// swapMu is held exclusively while Restore swaps the staged catalog
+	// in, and shared by catalog readers, so no reader sees half a swap.
+	swapMu sync.RWMutex
+	// snaps counts unreleased CatalogSnapshots; Close waits for them,
+	// because a snapshot reads Badger after Snapshot has returned.
+	snaps sync.WaitGroup
+	// now is the clock of node-local bookkeeping (pending-blob markers,
+	// GC, Apply's default times); tests replace it.
+	now func() time.Time
 }
 
 // Open opens (creating if needed) the store.
@@ -107,11 +117,17 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Dir, err)
 	}
-	st := &Store{db: db}
+	st := &Store{db: db, now: time.Now}
 	if !opts.InMemory {
 		if st.dir, err = filepath.Abs(opts.Dir); err != nil {
 			st.dir = opts.Dir
 		}
+	}
+	// A Restore cut short by a crash is finished (or its staging dropped)
+	// before anything reads the catalog.
+	if err := st.recoverRestore(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: open %s: finishing an interrupted restore: %w", opts.Dir, err)
 	}
 	return st, nil
 }
@@ -124,6 +140,7 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.closed = true
+	s.snaps.Wait()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
@@ -151,6 +168,19 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 	return s.db.View(fn)
 }
 
+// catView runs fn in a read-only transaction that never sees a Restore's
+// swap half done.
+func (s *Store) catView(fn func(txn *badger.Txn) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.swapMu.RLock()
+	defer s.swapMu.RUnlock()
+	return s.db.View(fn)
+}
+
 // update runs fn in a read-write transaction, rerunning it from the start
 // when its commit loses a race with another transaction on the same keys.
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
@@ -168,13 +198,25 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	return fmt.Errorf("storage: %d conflicting retries: %w", conflictRetries, err)
 }
 
-// Keys. The layout is documented in doc.go.
+// Keys. The layout is documented in doc.go and docs/storage.md.
 var (
-	prefixVPLM   = []byte("c/v/")
-	prefixTenant = []byte("c/t/")
-	prefixIndex  = []byte("c/i/") // c/i/<tenant>/<id> -> empty
-	prefixBlob   = []byte("b/")
-	prefixRef    = []byte("r/")
+	prefixCatalog = []byte("c/") // everything under it is replicated
+	prefixVPLM    = []byte("c/v/")
+	prefixTenant  = []byte("c/t/")
+	prefixIndex   = []byte("c/i/") // c/i/<tenant>/<id> -> empty
+	prefixUsage   = []byte("c/u/") // c/u/<tenant> -> TenantUsage
+	prefixAPIKey  = []byte("c/k/") // c/k/<key id> -> APIKey
+	prefixNode    = []byte("c/n/") // c/n/<node id> -> NodeInfo
+	prefixBlob    = []byte("b/")
+	prefixRef     = []byte("r/") // replicated, beside the catalog
+	prefixPending = []byte("g/") // g/<hex> -> pending-blob marker (node-local)
+	prefixStage   = []byte("z/") // z/<catalog key> -> a Restore's staged record (node-local)
+	// keyApplied is the Raft position the catalog reflects (ApplyEntries);
+	// node-local, but carried by snapshots so a restored node resumes
+	// after the snapshot's entries.
+	keyApplied = []byte("m/applied")
+	// keyRestore marks a Restore's swap in progress (its phase).
+	keyRestore = []byte("m/restore")
 )
 
 func key(prefix []byte, parts ...string) []byte {
@@ -188,24 +230,58 @@ func key(prefix []byte, parts ...string) []byte {
 	return k
 }
 
-func blobKey(d Digest) []byte { return key(prefixBlob, d.Hex()) }
-func refKey(d Digest) []byte  { return key(prefixRef, d.Hex()) }
+func blobKey(d Digest) []byte    { return key(prefixBlob, d.Hex()) }
+func refKey(d Digest) []byte     { return key(prefixRef, d.Hex()) }
+func pendingKey(d Digest) []byte { return key(prefixPending, d.Hex()) }
 
 // PutBlob stores data under its digest ("sha256:<hex>") and returns the
-// digest. Storing the same bytes again is a no-op.
+// digest. Storing the same bytes again is a no-op, except that a blob no
+// vPLM references gets its pending marker (re)set to now, so that GC
+// leaves it alone for a grace period: long enough for the create or new
+// version it was put for to commit.
 func (s *Store) PutBlob(data []byte) (string, error) {
-	sum := sha256.Sum256(data)
-	d := Digest("sha256:" + hex.EncodeToString(sum[:]))
-	err := s.update(func(txn *badger.Txn) error {
-		if ok, err := has(txn, blobKey(d)); err != nil || ok {
-			return err
-		}
-		return txn.Set(blobKey(d), data)
-	})
+	d := digestOf(data)
+	err := s.update(func(txn *badger.Txn) error { return s.putBlobTxn(txn, d, data, false) })
 	if err != nil {
 		return "", fmt.Errorf("storage: put blob %s: %w", d.Short(), err)
 	}
 	return string(d), nil
+}
+
+func digestOf(data []byte) Digest {
+	sum := sha256.Sum256(data)
+	return Digest("sha256:" + hex.EncodeToString(sum[:]))
+}
+
+// putBlobTxn stores data (whose digest the caller has checked) unless it is
+// stored already; with repair, a stored copy that no longer hashes to d is
+// replaced. A blob without references gets a pending marker (put time and
+// size) for GC.
+func (s *Store) putBlobTxn(txn *badger.Txn, d Digest, data []byte, repair bool) error {
+	item, err := txn.Get(blobKey(d))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		if err := txn.Set(blobKey(d), data); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case repair:
+		good := false
+		if err := item.Value(func(v []byte) error { good = digestOf(v) == d; return nil }); err != nil {
+			return err
+		}
+		if !good {
+			if err := txn.Set(blobKey(d), data); err != nil {
+				return err
+			}
+		}
+	}
+	n, err := getCount(txn, refKey(d))
+	if err != nil || n > 0 {
+		return err
+	}
+	return txn.Set(pendingKey(d), encodePending(s.now(), uint64(len(data))))
 }
 
 // GetBlob returns the blob's bytes after checking them against the digest
@@ -251,9 +327,8 @@ func (s *Store) HasBlob(digest string) (bool, error) {
 }
 
 // DeleteBlob removes a blob that no vPLM references (ErrConflict if one
-// does). Deleting a blob that is not stored is a no-op. Blobs that were put
-// but never committed to the catalog are only removed this way today; the
-// garbage collector of a later issue will sweep them.
+// does), with its pending marker. Deleting a blob that is not stored is a
+// no-op. Blobs put but never committed to the catalog are also swept by GC.
 func (s *Store) DeleteBlob(digest string) error {
 	d, err := ParseDigest(digest)
 	if err != nil {
@@ -266,6 +341,9 @@ func (s *Store) DeleteBlob(digest string) error {
 		}
 		if n > 0 {
 			return fmt.Errorf("%w: blob %s is the params of %d vPLMs", ErrConflict, d, n)
+		}
+		if err := txn.Delete(pendingKey(d)); err != nil {
+			return err
 		}
 		return txn.Delete(blobKey(d))
 	})

@@ -288,7 +288,10 @@ type VPLM struct {
 	// it serves in.
 	Mode string `protobuf:"bytes,13,opt,name=mode,proto3" json:"mode,omitempty"`
 	// The PLOT table (PlotTable.id) of a plot-mode vPLM; empty in full mode.
-	Table         string `protobuf:"bytes,14,opt,name=table,proto3" json:"table,omitempty"`
+	Table string `protobuf:"bytes,14,opt,name=table,proto3" json:"table,omitempty"`
+	// How the params blob stores adapter tensors: "fp16" (""  reads as fp16)
+	// or "int8" (per-channel scales).
+	Precision     string `protobuf:"bytes,15,opt,name=precision,proto3" json:"precision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -421,6 +424,13 @@ func (x *VPLM) GetTable() string {
 	return ""
 }
 
+func (x *VPLM) GetPrecision() string {
+	if x != nil {
+		return x.Precision
+	}
+	return ""
+}
+
 // Tenant is a virtual processor: a weighted share of each device and limits.
 type Tenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -430,8 +440,12 @@ type Tenant struct {
 	// Requests in flight at once; 0 means unlimited.
 	MaxInflight uint32 `protobuf:"varint,3,opt,name=max_inflight,json=maxInflight,proto3" json:"max_inflight,omitempty"`
 	// Token-bucket admission: sustained requests per second and burst; 0 means unlimited.
-	RatePerS      float64 `protobuf:"fixed64,4,opt,name=rate_per_s,json=ratePerS,proto3" json:"rate_per_s,omitempty"`
-	Burst         uint32  `protobuf:"varint,5,opt,name=burst,proto3" json:"burst,omitempty"`
+	RatePerS float64 `protobuf:"fixed64,4,opt,name=rate_per_s,json=ratePerS,proto3" json:"rate_per_s,omitempty"`
+	Burst    uint32  `protobuf:"varint,5,opt,name=burst,proto3" json:"burst,omitempty"`
+	// Quotas, checked when a vPLM is created or gets a new version; 0 means
+	// unlimited. max_bytes bounds the sum of the tenant's params blobs.
+	MaxVplms      uint64 `protobuf:"varint,6,opt,name=max_vplms,json=maxVplms,proto3" json:"max_vplms,omitempty"`
+	MaxBytes      uint64 `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -501,6 +515,209 @@ func (x *Tenant) GetBurst() uint32 {
 	return 0
 }
 
+func (x *Tenant) GetMaxVplms() uint64 {
+	if x != nil {
+		return x.MaxVplms
+	}
+	return 0
+}
+
+func (x *Tenant) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// TenantUsage is what a tenant holds, kept by the catalog in the same
+// transaction as every command that changes it.
+type TenantUsage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vplms         uint64                 `protobuf:"varint,1,opt,name=vplms,proto3" json:"vplms,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantUsage) Reset() {
+	*x = TenantUsage{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantUsage) ProtoMessage() {}
+
+func (x *TenantUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
+func (*TenantUsage) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TenantUsage) GetVplms() uint64 {
+	if x != nil {
+		return x.Vplms
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// APIKey is a tenant's API key as the catalog keeps it: only the sha256 of
+// the secret, never the secret.
+type APIKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Public key id (the part of the key before the dot).
+	Id     string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tenant string `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// sha256 of the whole key, hex.
+	Hash          string `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	CreatedUnixMs int64  `protobuf:"varint,4,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *APIKey) Reset() {
+	*x = APIKey{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *APIKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*APIKey) ProtoMessage() {}
+
+func (x *APIKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
+func (*APIKey) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *APIKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *APIKey) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *APIKey) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *APIKey) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+// NodeInfo is a cluster member as the catalog knows it: its Raft id and the
+// addresses peers use to forward writes and fetch blobs.
+type NodeInfo struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// host:port of the node's HTTP API (internal routes included).
+	ApiAddr       string `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
+}
+
 // CatalogCommand is the one kind of entry the catalog's Raft log holds.
 type CatalogCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -510,6 +727,9 @@ type CatalogCommand struct {
 	//	*CatalogCommand_Delete
 	//	*CatalogCommand_NewVersion
 	//	*CatalogCommand_PutTenant
+	//	*CatalogCommand_PutApiKey
+	//	*CatalogCommand_DeleteApiKey
+	//	*CatalogCommand_PutNode
 	Cmd           isCatalogCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -517,7 +737,7 @@ type CatalogCommand struct {
 
 func (x *CatalogCommand) Reset() {
 	*x = CatalogCommand{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[3]
+	mi := &file_api_smilepb_smile_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +749,7 @@ func (x *CatalogCommand) String() string {
 func (*CatalogCommand) ProtoMessage() {}
 
 func (x *CatalogCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[3]
+	mi := &file_api_smilepb_smile_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +762,7 @@ func (x *CatalogCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogCommand.ProtoReflect.Descriptor instead.
 func (*CatalogCommand) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{3}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CatalogCommand) GetCmd() isCatalogCommand_Cmd {
@@ -588,6 +808,33 @@ func (x *CatalogCommand) GetPutTenant() *PutTenant {
 	return nil
 }
 
+func (x *CatalogCommand) GetPutApiKey() *PutAPIKey {
+	if x != nil {
+		if x, ok := x.Cmd.(*CatalogCommand_PutApiKey); ok {
+			return x.PutApiKey
+		}
+	}
+	return nil
+}
+
+func (x *CatalogCommand) GetDeleteApiKey() *DeleteAPIKey {
+	if x != nil {
+		if x, ok := x.Cmd.(*CatalogCommand_DeleteApiKey); ok {
+			return x.DeleteApiKey
+		}
+	}
+	return nil
+}
+
+func (x *CatalogCommand) GetPutNode() *PutNode {
+	if x != nil {
+		if x, ok := x.Cmd.(*CatalogCommand_PutNode); ok {
+			return x.PutNode
+		}
+	}
+	return nil
+}
+
 type isCatalogCommand_Cmd interface {
 	isCatalogCommand_Cmd()
 }
@@ -608,6 +855,18 @@ type CatalogCommand_PutTenant struct {
 	PutTenant *PutTenant `protobuf:"bytes,4,opt,name=put_tenant,json=putTenant,proto3,oneof"`
 }
 
+type CatalogCommand_PutApiKey struct {
+	PutApiKey *PutAPIKey `protobuf:"bytes,5,opt,name=put_api_key,json=putApiKey,proto3,oneof"`
+}
+
+type CatalogCommand_DeleteApiKey struct {
+	DeleteApiKey *DeleteAPIKey `protobuf:"bytes,6,opt,name=delete_api_key,json=deleteApiKey,proto3,oneof"`
+}
+
+type CatalogCommand_PutNode struct {
+	PutNode *PutNode `protobuf:"bytes,7,opt,name=put_node,json=putNode,proto3,oneof"`
+}
+
 func (*CatalogCommand_Create) isCatalogCommand_Cmd() {}
 
 func (*CatalogCommand_Delete) isCatalogCommand_Cmd() {}
@@ -615,6 +874,298 @@ func (*CatalogCommand_Delete) isCatalogCommand_Cmd() {}
 func (*CatalogCommand_NewVersion) isCatalogCommand_Cmd() {}
 
 func (*CatalogCommand_PutTenant) isCatalogCommand_Cmd() {}
+
+func (*CatalogCommand_PutApiKey) isCatalogCommand_Cmd() {}
+
+func (*CatalogCommand_DeleteApiKey) isCatalogCommand_Cmd() {}
+
+func (*CatalogCommand_PutNode) isCatalogCommand_Cmd() {}
+
+// CatalogBatch is the data of one Raft log entry: commands applied in order,
+// each with its own result.
+type CatalogBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cmds          []*CatalogCommand      `protobuf:"bytes,1,rep,name=cmds,proto3" json:"cmds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogBatch) Reset() {
+	*x = CatalogBatch{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogBatch) ProtoMessage() {}
+
+func (x *CatalogBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogBatch.ProtoReflect.Descriptor instead.
+func (*CatalogBatch) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CatalogBatch) GetCmds() []*CatalogCommand {
+	if x != nil {
+		return x.Cmds
+	}
+	return nil
+}
+
+// CatalogReply answers a CatalogBatch forwarded to the Raft leader: one
+// result per command, in order.
+type CatalogReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*CatalogResult       `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogReply) Reset() {
+	*x = CatalogReply{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogReply) ProtoMessage() {}
+
+func (x *CatalogReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogReply.ProtoReflect.Descriptor instead.
+func (*CatalogReply) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CatalogReply) GetResults() []*CatalogResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type CatalogResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vplm  *VPLM                  `protobuf:"bytes,1,opt,name=vplm,proto3" json:"vplm,omitempty"`
+	// Empty on success; otherwise the kind of catalog error ("not_found",
+	// "exists", "quota_exceeded", ...) and its message.
+	ErrorKind     string `protobuf:"bytes,2,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogResult) Reset() {
+	*x = CatalogResult{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogResult) ProtoMessage() {}
+
+func (x *CatalogResult) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogResult.ProtoReflect.Descriptor instead.
+func (*CatalogResult) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CatalogResult) GetVplm() *VPLM {
+	if x != nil {
+		return x.Vplm
+	}
+	return nil
+}
+
+func (x *CatalogResult) GetErrorKind() string {
+	if x != nil {
+		return x.ErrorKind
+	}
+	return ""
+}
+
+func (x *CatalogResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+type PutAPIKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *APIKey                `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAPIKey) Reset() {
+	*x = PutAPIKey{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAPIKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAPIKey) ProtoMessage() {}
+
+func (x *PutAPIKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAPIKey.ProtoReflect.Descriptor instead.
+func (*PutAPIKey) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PutAPIKey) GetKey() *APIKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type DeleteAPIKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAPIKey) Reset() {
+	*x = DeleteAPIKey{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAPIKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAPIKey) ProtoMessage() {}
+
+func (x *DeleteAPIKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAPIKey.ProtoReflect.Descriptor instead.
+func (*DeleteAPIKey) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeleteAPIKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type PutNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNode) Reset() {
+	*x = PutNode{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNode) ProtoMessage() {}
+
+func (x *PutNode) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNode.ProtoReflect.Descriptor instead.
+func (*PutNode) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PutNode) GetNode() *NodeInfo {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
 
 type CreateVPLM struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -625,7 +1176,7 @@ type CreateVPLM struct {
 
 func (x *CreateVPLM) Reset() {
 	*x = CreateVPLM{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[4]
+	mi := &file_api_smilepb_smile_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +1188,7 @@ func (x *CreateVPLM) String() string {
 func (*CreateVPLM) ProtoMessage() {}
 
 func (x *CreateVPLM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[4]
+	mi := &file_api_smilepb_smile_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +1201,7 @@ func (x *CreateVPLM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVPLM.ProtoReflect.Descriptor instead.
 func (*CreateVPLM) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{4}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateVPLM) GetVplm() *VPLM {
@@ -669,7 +1220,7 @@ type DeleteVPLM struct {
 
 func (x *DeleteVPLM) Reset() {
 	*x = DeleteVPLM{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[5]
+	mi := &file_api_smilepb_smile_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +1232,7 @@ func (x *DeleteVPLM) String() string {
 func (*DeleteVPLM) ProtoMessage() {}
 
 func (x *DeleteVPLM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[5]
+	mi := &file_api_smilepb_smile_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +1245,7 @@ func (x *DeleteVPLM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVPLM.ProtoReflect.Descriptor instead.
 func (*DeleteVPLM) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{5}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteVPLM) GetId() string {
@@ -720,7 +1271,7 @@ type NewVersion struct {
 
 func (x *NewVersion) Reset() {
 	*x = NewVersion{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[6]
+	mi := &file_api_smilepb_smile_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1283,7 @@ func (x *NewVersion) String() string {
 func (*NewVersion) ProtoMessage() {}
 
 func (x *NewVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[6]
+	mi := &file_api_smilepb_smile_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1296,7 @@ func (x *NewVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewVersion.ProtoReflect.Descriptor instead.
 func (*NewVersion) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{6}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NewVersion) GetId() string {
@@ -792,7 +1343,7 @@ type PutTenant struct {
 
 func (x *PutTenant) Reset() {
 	*x = PutTenant{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[7]
+	mi := &file_api_smilepb_smile_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1355,7 @@ func (x *PutTenant) String() string {
 func (*PutTenant) ProtoMessage() {}
 
 func (x *PutTenant) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[7]
+	mi := &file_api_smilepb_smile_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1368,7 @@ func (x *PutTenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutTenant.ProtoReflect.Descriptor instead.
 func (*PutTenant) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{7}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PutTenant) GetTenant() *Tenant {
@@ -840,7 +1391,7 @@ type ClassifyRequest struct {
 
 func (x *ClassifyRequest) Reset() {
 	*x = ClassifyRequest{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[8]
+	mi := &file_api_smilepb_smile_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +1403,7 @@ func (x *ClassifyRequest) String() string {
 func (*ClassifyRequest) ProtoMessage() {}
 
 func (x *ClassifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[8]
+	mi := &file_api_smilepb_smile_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +1416,7 @@ func (x *ClassifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClassifyRequest.ProtoReflect.Descriptor instead.
 func (*ClassifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{8}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClassifyRequest) GetModelId() string {
@@ -905,7 +1456,7 @@ type ClassifyReply struct {
 
 func (x *ClassifyReply) Reset() {
 	*x = ClassifyReply{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[9]
+	mi := &file_api_smilepb_smile_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1468,7 @@ func (x *ClassifyReply) String() string {
 func (*ClassifyReply) ProtoMessage() {}
 
 func (x *ClassifyReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[9]
+	mi := &file_api_smilepb_smile_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1481,7 @@ func (x *ClassifyReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClassifyReply.ProtoReflect.Descriptor instead.
 func (*ClassifyReply) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{9}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClassifyReply) GetPredictions() []*Prediction {
@@ -980,7 +1531,7 @@ type Prediction struct {
 
 func (x *Prediction) Reset() {
 	*x = Prediction{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[10]
+	mi := &file_api_smilepb_smile_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1543,7 @@ func (x *Prediction) String() string {
 func (*Prediction) ProtoMessage() {}
 
 func (x *Prediction) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[10]
+	mi := &file_api_smilepb_smile_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1556,7 @@ func (x *Prediction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prediction.ProtoReflect.Descriptor instead.
 func (*Prediction) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{10}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Prediction) GetLabel() string {
@@ -1042,7 +1593,7 @@ type EmbedRequest struct {
 
 func (x *EmbedRequest) Reset() {
 	*x = EmbedRequest{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[11]
+	mi := &file_api_smilepb_smile_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1605,7 @@ func (x *EmbedRequest) String() string {
 func (*EmbedRequest) ProtoMessage() {}
 
 func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[11]
+	mi := &file_api_smilepb_smile_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1618,7 @@ func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmbedRequest.ProtoReflect.Descriptor instead.
 func (*EmbedRequest) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{11}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EmbedRequest) GetModelId() string {
@@ -1104,7 +1655,7 @@ type EmbedReply struct {
 
 func (x *EmbedReply) Reset() {
 	*x = EmbedReply{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[12]
+	mi := &file_api_smilepb_smile_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1667,7 @@ func (x *EmbedReply) String() string {
 func (*EmbedReply) ProtoMessage() {}
 
 func (x *EmbedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[12]
+	mi := &file_api_smilepb_smile_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1680,7 @@ func (x *EmbedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmbedReply.ProtoReflect.Descriptor instead.
 func (*EmbedReply) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{12}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EmbedReply) GetEmbeddings() []*Vector {
@@ -1169,7 +1720,7 @@ type Vector struct {
 
 func (x *Vector) Reset() {
 	*x = Vector{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[13]
+	mi := &file_api_smilepb_smile_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1732,7 @@ func (x *Vector) String() string {
 func (*Vector) ProtoMessage() {}
 
 func (x *Vector) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[13]
+	mi := &file_api_smilepb_smile_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1745,7 @@ func (x *Vector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vector.ProtoReflect.Descriptor instead.
 func (*Vector) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{13}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Vector) GetValues() []float32 {
@@ -1220,7 +1771,7 @@ type Timings struct {
 
 func (x *Timings) Reset() {
 	*x = Timings{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[14]
+	mi := &file_api_smilepb_smile_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1783,7 @@ func (x *Timings) String() string {
 func (*Timings) ProtoMessage() {}
 
 func (x *Timings) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[14]
+	mi := &file_api_smilepb_smile_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1796,7 @@ func (x *Timings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timings.ProtoReflect.Descriptor instead.
 func (*Timings) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{14}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Timings) GetQueueUs() int64 {
@@ -1303,7 +1854,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[15]
+	mi := &file_api_smilepb_smile_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1866,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[15]
+	mi := &file_api_smilepb_smile_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1879,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{15}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Error) GetCode() string {
@@ -1361,7 +1912,7 @@ type GetVPLM struct {
 
 func (x *GetVPLM) Reset() {
 	*x = GetVPLM{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[16]
+	mi := &file_api_smilepb_smile_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1924,7 @@ func (x *GetVPLM) String() string {
 func (*GetVPLM) ProtoMessage() {}
 
 func (x *GetVPLM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[16]
+	mi := &file_api_smilepb_smile_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1937,7 @@ func (x *GetVPLM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVPLM.ProtoReflect.Descriptor instead.
 func (*GetVPLM) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{16}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetVPLM) GetId() string {
@@ -1406,7 +1957,7 @@ type GetVPLMReply struct {
 
 func (x *GetVPLMReply) Reset() {
 	*x = GetVPLMReply{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[17]
+	mi := &file_api_smilepb_smile_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1969,7 @@ func (x *GetVPLMReply) String() string {
 func (*GetVPLMReply) ProtoMessage() {}
 
 func (x *GetVPLMReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[17]
+	mi := &file_api_smilepb_smile_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1982,7 @@ func (x *GetVPLMReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVPLMReply.ProtoReflect.Descriptor instead.
 func (*GetVPLMReply) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{17}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetVPLMReply) GetVplm() *VPLM {
@@ -1458,7 +2009,7 @@ type Reload struct {
 
 func (x *Reload) Reset() {
 	*x = Reload{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[18]
+	mi := &file_api_smilepb_smile_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +2021,7 @@ func (x *Reload) String() string {
 func (*Reload) ProtoMessage() {}
 
 func (x *Reload) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[18]
+	mi := &file_api_smilepb_smile_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +2034,7 @@ func (x *Reload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reload.ProtoReflect.Descriptor instead.
 func (*Reload) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{18}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Reload) GetId() string {
@@ -1514,7 +2065,7 @@ type TrainConfig struct {
 
 func (x *TrainConfig) Reset() {
 	*x = TrainConfig{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[19]
+	mi := &file_api_smilepb_smile_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +2077,7 @@ func (x *TrainConfig) String() string {
 func (*TrainConfig) ProtoMessage() {}
 
 func (x *TrainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[19]
+	mi := &file_api_smilepb_smile_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +2090,7 @@ func (x *TrainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainConfig.ProtoReflect.Descriptor instead.
 func (*TrainConfig) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{19}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TrainConfig) GetEpochs() uint32 {
@@ -1615,7 +2166,7 @@ type TrainRequest struct {
 
 func (x *TrainRequest) Reset() {
 	*x = TrainRequest{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[20]
+	mi := &file_api_smilepb_smile_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +2178,7 @@ func (x *TrainRequest) String() string {
 func (*TrainRequest) ProtoMessage() {}
 
 func (x *TrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[20]
+	mi := &file_api_smilepb_smile_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +2191,7 @@ func (x *TrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainRequest.ProtoReflect.Descriptor instead.
 func (*TrainRequest) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{20}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TrainRequest) GetModel() string {
@@ -1729,7 +2280,7 @@ type TrainJob struct {
 
 func (x *TrainJob) Reset() {
 	*x = TrainJob{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[21]
+	mi := &file_api_smilepb_smile_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +2292,7 @@ func (x *TrainJob) String() string {
 func (*TrainJob) ProtoMessage() {}
 
 func (x *TrainJob) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[21]
+	mi := &file_api_smilepb_smile_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +2305,7 @@ func (x *TrainJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainJob.ProtoReflect.Descriptor instead.
 func (*TrainJob) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{21}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TrainJob) GetId() string {
@@ -1974,7 +2525,7 @@ type EvalRequest struct {
 
 func (x *EvalRequest) Reset() {
 	*x = EvalRequest{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[22]
+	mi := &file_api_smilepb_smile_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2537,7 @@ func (x *EvalRequest) String() string {
 func (*EvalRequest) ProtoMessage() {}
 
 func (x *EvalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[22]
+	mi := &file_api_smilepb_smile_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2550,7 @@ func (x *EvalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalRequest.ProtoReflect.Descriptor instead.
 func (*EvalRequest) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{22}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EvalRequest) GetModel() string {
@@ -2047,7 +2598,7 @@ type EvalReply struct {
 
 func (x *EvalReply) Reset() {
 	*x = EvalReply{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[23]
+	mi := &file_api_smilepb_smile_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2610,7 @@ func (x *EvalReply) String() string {
 func (*EvalReply) ProtoMessage() {}
 
 func (x *EvalReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[23]
+	mi := &file_api_smilepb_smile_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2623,7 @@ func (x *EvalReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReply.ProtoReflect.Descriptor instead.
 func (*EvalReply) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{23}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EvalReply) GetModel() string {
@@ -2167,7 +2718,7 @@ type PlotTable struct {
 
 func (x *PlotTable) Reset() {
 	*x = PlotTable{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[24]
+	mi := &file_api_smilepb_smile_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2730,7 @@ func (x *PlotTable) String() string {
 func (*PlotTable) ProtoMessage() {}
 
 func (x *PlotTable) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[24]
+	mi := &file_api_smilepb_smile_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2743,7 @@ func (x *PlotTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlotTable.ProtoReflect.Descriptor instead.
 func (*PlotTable) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{24}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PlotTable) GetId() string {
@@ -2356,7 +2907,7 @@ type TableRequest struct {
 
 func (x *TableRequest) Reset() {
 	*x = TableRequest{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[25]
+	mi := &file_api_smilepb_smile_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2368,7 +2919,7 @@ func (x *TableRequest) String() string {
 func (*TableRequest) ProtoMessage() {}
 
 func (x *TableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[25]
+	mi := &file_api_smilepb_smile_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2381,7 +2932,7 @@ func (x *TableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableRequest.ProtoReflect.Descriptor instead.
 func (*TableRequest) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{25}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TableRequest) GetBackbone() string {
@@ -2470,7 +3021,7 @@ type PlotTableInfo struct {
 
 func (x *PlotTableInfo) Reset() {
 	*x = PlotTableInfo{}
-	mi := &file_api_smilepb_smile_proto_msgTypes[26]
+	mi := &file_api_smilepb_smile_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +3033,7 @@ func (x *PlotTableInfo) String() string {
 func (*PlotTableInfo) ProtoMessage() {}
 
 func (x *PlotTableInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_smilepb_smile_proto_msgTypes[26]
+	mi := &file_api_smilepb_smile_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +3046,7 @@ func (x *PlotTableInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlotTableInfo.ProtoReflect.Descriptor instead.
 func (*PlotTableInfo) Descriptor() ([]byte, []int) {
-	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{26}
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PlotTableInfo) GetTable() *PlotTable {
@@ -2626,7 +3177,7 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.smile.v1.AdapterKindR\x04kind\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\rR\x04rank\x12\x16\n" +
 	"\x06layers\x18\x03 \x03(\rR\x06layers\x12\x14\n" +
-	"\x05alpha\x18\x04 \x01(\x02R\x05alpha\"\xb2\x03\n" +
+	"\x05alpha\x18\x04 \x01(\x02R\x05alpha\"\xd0\x03\n" +
 	"\x04VPLM\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1a\n" +
@@ -2642,22 +3193,55 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\x0fcreated_unix_ms\x18\v \x01(\x03R\rcreatedUnixMs\x12&\n" +
 	"\x0fupdated_unix_ms\x18\f \x01(\x03R\rupdatedUnixMs\x12\x12\n" +
 	"\x04mode\x18\r \x01(\tR\x04mode\x12\x14\n" +
-	"\x05table\x18\x0e \x01(\tR\x05table\"\x8b\x01\n" +
+	"\x05table\x18\x0e \x01(\tR\x05table\x12\x1c\n" +
+	"\tprecision\x18\x0f \x01(\tR\tprecision\"\xc5\x01\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x01R\x06weight\x12!\n" +
 	"\fmax_inflight\x18\x03 \x01(\rR\vmaxInflight\x12\x1c\n" +
 	"\n" +
 	"rate_per_s\x18\x04 \x01(\x01R\bratePerS\x12\x14\n" +
-	"\x05burst\x18\x05 \x01(\rR\x05burst\"\xe6\x01\n" +
+	"\x05burst\x18\x05 \x01(\rR\x05burst\x12\x1b\n" +
+	"\tmax_vplms\x18\x06 \x01(\x04R\bmaxVplms\x12\x1b\n" +
+	"\tmax_bytes\x18\a \x01(\x04R\bmaxBytes\"9\n" +
+	"\vTenantUsage\x12\x14\n" +
+	"\x05vplms\x18\x01 \x01(\x04R\x05vplms\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\"l\n" +
+	"\x06APIKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\tR\x04hash\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x04 \x01(\x03R\rcreatedUnixMs\"R\n" +
+	"\bNodeInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"\x8d\x03\n" +
 	"\x0eCatalogCommand\x12.\n" +
 	"\x06create\x18\x01 \x01(\v2\x14.smile.v1.CreateVPLMH\x00R\x06create\x12.\n" +
 	"\x06delete\x18\x02 \x01(\v2\x14.smile.v1.DeleteVPLMH\x00R\x06delete\x127\n" +
 	"\vnew_version\x18\x03 \x01(\v2\x14.smile.v1.NewVersionH\x00R\n" +
 	"newVersion\x124\n" +
 	"\n" +
-	"put_tenant\x18\x04 \x01(\v2\x13.smile.v1.PutTenantH\x00R\tputTenantB\x05\n" +
-	"\x03cmd\"0\n" +
+	"put_tenant\x18\x04 \x01(\v2\x13.smile.v1.PutTenantH\x00R\tputTenant\x125\n" +
+	"\vput_api_key\x18\x05 \x01(\v2\x13.smile.v1.PutAPIKeyH\x00R\tputApiKey\x12>\n" +
+	"\x0edelete_api_key\x18\x06 \x01(\v2\x16.smile.v1.DeleteAPIKeyH\x00R\fdeleteApiKey\x12.\n" +
+	"\bput_node\x18\a \x01(\v2\x11.smile.v1.PutNodeH\x00R\aputNodeB\x05\n" +
+	"\x03cmd\"<\n" +
+	"\fCatalogBatch\x12,\n" +
+	"\x04cmds\x18\x01 \x03(\v2\x18.smile.v1.CatalogCommandR\x04cmds\"A\n" +
+	"\fCatalogReply\x121\n" +
+	"\aresults\x18\x01 \x03(\v2\x17.smile.v1.CatalogResultR\aresults\"w\n" +
+	"\rCatalogResult\x12\"\n" +
+	"\x04vplm\x18\x01 \x01(\v2\x0e.smile.v1.VPLMR\x04vplm\x12\x1d\n" +
+	"\n" +
+	"error_kind\x18\x02 \x01(\tR\terrorKind\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\"/\n" +
+	"\tPutAPIKey\x12\"\n" +
+	"\x03key\x18\x01 \x01(\v2\x10.smile.v1.APIKeyR\x03key\"\x1e\n" +
+	"\fDeleteAPIKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
+	"\aPutNode\x12&\n" +
+	"\x04node\x18\x01 \x01(\v2\x12.smile.v1.NodeInfoR\x04node\"0\n" +
 	"\n" +
 	"CreateVPLM\x12\"\n" +
 	"\x04vplm\x18\x01 \x01(\v2\x0e.smile.v1.VPLMR\x04vplm\"\x1c\n" +
@@ -2870,7 +3454,7 @@ func file_api_smilepb_smile_proto_rawDescGZIP() []byte {
 }
 
 var file_api_smilepb_smile_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_api_smilepb_smile_proto_goTypes = []any{
 	(Task)(0),               // 0: smile.v1.Task
 	(AdapterKind)(0),        // 1: smile.v1.AdapterKind
@@ -2878,60 +3462,77 @@ var file_api_smilepb_smile_proto_goTypes = []any{
 	(*AdapterConfig)(nil),   // 3: smile.v1.AdapterConfig
 	(*VPLM)(nil),            // 4: smile.v1.VPLM
 	(*Tenant)(nil),          // 5: smile.v1.Tenant
-	(*CatalogCommand)(nil),  // 6: smile.v1.CatalogCommand
-	(*CreateVPLM)(nil),      // 7: smile.v1.CreateVPLM
-	(*DeleteVPLM)(nil),      // 8: smile.v1.DeleteVPLM
-	(*NewVersion)(nil),      // 9: smile.v1.NewVersion
-	(*PutTenant)(nil),       // 10: smile.v1.PutTenant
-	(*ClassifyRequest)(nil), // 11: smile.v1.ClassifyRequest
-	(*ClassifyReply)(nil),   // 12: smile.v1.ClassifyReply
-	(*Prediction)(nil),      // 13: smile.v1.Prediction
-	(*EmbedRequest)(nil),    // 14: smile.v1.EmbedRequest
-	(*EmbedReply)(nil),      // 15: smile.v1.EmbedReply
-	(*Vector)(nil),          // 16: smile.v1.Vector
-	(*Timings)(nil),         // 17: smile.v1.Timings
-	(*Error)(nil),           // 18: smile.v1.Error
-	(*GetVPLM)(nil),         // 19: smile.v1.GetVPLM
-	(*GetVPLMReply)(nil),    // 20: smile.v1.GetVPLMReply
-	(*Reload)(nil),          // 21: smile.v1.Reload
-	(*TrainConfig)(nil),     // 22: smile.v1.TrainConfig
-	(*TrainRequest)(nil),    // 23: smile.v1.TrainRequest
-	(*TrainJob)(nil),        // 24: smile.v1.TrainJob
-	(*EvalRequest)(nil),     // 25: smile.v1.EvalRequest
-	(*EvalReply)(nil),       // 26: smile.v1.EvalReply
-	(*PlotTable)(nil),       // 27: smile.v1.PlotTable
-	(*TableRequest)(nil),    // 28: smile.v1.TableRequest
-	(*PlotTableInfo)(nil),   // 29: smile.v1.PlotTableInfo
+	(*TenantUsage)(nil),     // 6: smile.v1.TenantUsage
+	(*APIKey)(nil),          // 7: smile.v1.APIKey
+	(*NodeInfo)(nil),        // 8: smile.v1.NodeInfo
+	(*CatalogCommand)(nil),  // 9: smile.v1.CatalogCommand
+	(*CatalogBatch)(nil),    // 10: smile.v1.CatalogBatch
+	(*CatalogReply)(nil),    // 11: smile.v1.CatalogReply
+	(*CatalogResult)(nil),   // 12: smile.v1.CatalogResult
+	(*PutAPIKey)(nil),       // 13: smile.v1.PutAPIKey
+	(*DeleteAPIKey)(nil),    // 14: smile.v1.DeleteAPIKey
+	(*PutNode)(nil),         // 15: smile.v1.PutNode
+	(*CreateVPLM)(nil),      // 16: smile.v1.CreateVPLM
+	(*DeleteVPLM)(nil),      // 17: smile.v1.DeleteVPLM
+	(*NewVersion)(nil),      // 18: smile.v1.NewVersion
+	(*PutTenant)(nil),       // 19: smile.v1.PutTenant
+	(*ClassifyRequest)(nil), // 20: smile.v1.ClassifyRequest
+	(*ClassifyReply)(nil),   // 21: smile.v1.ClassifyReply
+	(*Prediction)(nil),      // 22: smile.v1.Prediction
+	(*EmbedRequest)(nil),    // 23: smile.v1.EmbedRequest
+	(*EmbedReply)(nil),      // 24: smile.v1.EmbedReply
+	(*Vector)(nil),          // 25: smile.v1.Vector
+	(*Timings)(nil),         // 26: smile.v1.Timings
+	(*Error)(nil),           // 27: smile.v1.Error
+	(*GetVPLM)(nil),         // 28: smile.v1.GetVPLM
+	(*GetVPLMReply)(nil),    // 29: smile.v1.GetVPLMReply
+	(*Reload)(nil),          // 30: smile.v1.Reload
+	(*TrainConfig)(nil),     // 31: smile.v1.TrainConfig
+	(*TrainRequest)(nil),    // 32: smile.v1.TrainRequest
+	(*TrainJob)(nil),        // 33: smile.v1.TrainJob
+	(*EvalRequest)(nil),     // 34: smile.v1.EvalRequest
+	(*EvalReply)(nil),       // 35: smile.v1.EvalReply
+	(*PlotTable)(nil),       // 36: smile.v1.PlotTable
+	(*TableRequest)(nil),    // 37: smile.v1.TableRequest
+	(*PlotTableInfo)(nil),   // 38: smile.v1.PlotTableInfo
 }
 var file_api_smilepb_smile_proto_depIdxs = []int32{
 	1,  // 0: smile.v1.AdapterConfig.kind:type_name -> smile.v1.AdapterKind
 	0,  // 1: smile.v1.VPLM.task:type_name -> smile.v1.Task
 	3,  // 2: smile.v1.VPLM.adapter:type_name -> smile.v1.AdapterConfig
-	7,  // 3: smile.v1.CatalogCommand.create:type_name -> smile.v1.CreateVPLM
-	8,  // 4: smile.v1.CatalogCommand.delete:type_name -> smile.v1.DeleteVPLM
-	9,  // 5: smile.v1.CatalogCommand.new_version:type_name -> smile.v1.NewVersion
-	10, // 6: smile.v1.CatalogCommand.put_tenant:type_name -> smile.v1.PutTenant
-	4,  // 7: smile.v1.CreateVPLM.vplm:type_name -> smile.v1.VPLM
-	5,  // 8: smile.v1.PutTenant.tenant:type_name -> smile.v1.Tenant
-	13, // 9: smile.v1.ClassifyReply.predictions:type_name -> smile.v1.Prediction
-	17, // 10: smile.v1.ClassifyReply.timings:type_name -> smile.v1.Timings
-	18, // 11: smile.v1.ClassifyReply.error:type_name -> smile.v1.Error
-	16, // 12: smile.v1.EmbedReply.embeddings:type_name -> smile.v1.Vector
-	17, // 13: smile.v1.EmbedReply.timings:type_name -> smile.v1.Timings
-	18, // 14: smile.v1.EmbedReply.error:type_name -> smile.v1.Error
-	4,  // 15: smile.v1.GetVPLMReply.vplm:type_name -> smile.v1.VPLM
-	18, // 16: smile.v1.GetVPLMReply.error:type_name -> smile.v1.Error
-	22, // 17: smile.v1.TrainRequest.config:type_name -> smile.v1.TrainConfig
-	22, // 18: smile.v1.TrainJob.config:type_name -> smile.v1.TrainConfig
-	2,  // 19: smile.v1.TrainJob.state:type_name -> smile.v1.JobState
-	18, // 20: smile.v1.TrainJob.error:type_name -> smile.v1.Error
-	28, // 21: smile.v1.TrainJob.table_request:type_name -> smile.v1.TableRequest
-	27, // 22: smile.v1.PlotTableInfo.table:type_name -> smile.v1.PlotTable
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	16, // 3: smile.v1.CatalogCommand.create:type_name -> smile.v1.CreateVPLM
+	17, // 4: smile.v1.CatalogCommand.delete:type_name -> smile.v1.DeleteVPLM
+	18, // 5: smile.v1.CatalogCommand.new_version:type_name -> smile.v1.NewVersion
+	19, // 6: smile.v1.CatalogCommand.put_tenant:type_name -> smile.v1.PutTenant
+	13, // 7: smile.v1.CatalogCommand.put_api_key:type_name -> smile.v1.PutAPIKey
+	14, // 8: smile.v1.CatalogCommand.delete_api_key:type_name -> smile.v1.DeleteAPIKey
+	15, // 9: smile.v1.CatalogCommand.put_node:type_name -> smile.v1.PutNode
+	9,  // 10: smile.v1.CatalogBatch.cmds:type_name -> smile.v1.CatalogCommand
+	12, // 11: smile.v1.CatalogReply.results:type_name -> smile.v1.CatalogResult
+	4,  // 12: smile.v1.CatalogResult.vplm:type_name -> smile.v1.VPLM
+	7,  // 13: smile.v1.PutAPIKey.key:type_name -> smile.v1.APIKey
+	8,  // 14: smile.v1.PutNode.node:type_name -> smile.v1.NodeInfo
+	4,  // 15: smile.v1.CreateVPLM.vplm:type_name -> smile.v1.VPLM
+	5,  // 16: smile.v1.PutTenant.tenant:type_name -> smile.v1.Tenant
+	22, // 17: smile.v1.ClassifyReply.predictions:type_name -> smile.v1.Prediction
+	26, // 18: smile.v1.ClassifyReply.timings:type_name -> smile.v1.Timings
+	27, // 19: smile.v1.ClassifyReply.error:type_name -> smile.v1.Error
+	25, // 20: smile.v1.EmbedReply.embeddings:type_name -> smile.v1.Vector
+	26, // 21: smile.v1.EmbedReply.timings:type_name -> smile.v1.Timings
+	27, // 22: smile.v1.EmbedReply.error:type_name -> smile.v1.Error
+	4,  // 23: smile.v1.GetVPLMReply.vplm:type_name -> smile.v1.VPLM
+	27, // 24: smile.v1.GetVPLMReply.error:type_name -> smile.v1.Error
+	31, // 25: smile.v1.TrainRequest.config:type_name -> smile.v1.TrainConfig
+	31, // 26: smile.v1.TrainJob.config:type_name -> smile.v1.TrainConfig
+	2,  // 27: smile.v1.TrainJob.state:type_name -> smile.v1.JobState
+	27, // 28: smile.v1.TrainJob.error:type_name -> smile.v1.Error
+	37, // 29: smile.v1.TrainJob.table_request:type_name -> smile.v1.TableRequest
+	36, // 30: smile.v1.PlotTableInfo.table:type_name -> smile.v1.PlotTable
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_api_smilepb_smile_proto_init() }
@@ -2939,20 +3540,23 @@ func file_api_smilepb_smile_proto_init() {
 	if File_api_smilepb_smile_proto != nil {
 		return
 	}
-	file_api_smilepb_smile_proto_msgTypes[3].OneofWrappers = []any{
+	file_api_smilepb_smile_proto_msgTypes[6].OneofWrappers = []any{
 		(*CatalogCommand_Create)(nil),
 		(*CatalogCommand_Delete)(nil),
 		(*CatalogCommand_NewVersion)(nil),
 		(*CatalogCommand_PutTenant)(nil),
+		(*CatalogCommand_PutApiKey)(nil),
+		(*CatalogCommand_DeleteApiKey)(nil),
+		(*CatalogCommand_PutNode)(nil),
 	}
-	file_api_smilepb_smile_proto_msgTypes[15].OneofWrappers = []any{}
+	file_api_smilepb_smile_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_smilepb_smile_proto_rawDesc), len(file_api_smilepb_smile_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
