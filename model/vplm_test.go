@@ -776,15 +776,25 @@ func (geometry) LayerDims(l int) model.LayerDims {
 
 func FuzzDecodeParams(f *testing.F) {
 	var bb geometry // no device: fuzz workers stay light
-	for _, p := range paramsSamples(f, bb) {
-		f.Add(p.Encode())
-	}
 	small, err := model.RandomParams(bb, model.ParamsSpec{Adapter: model.AdapterLoRA, Rank: 1, Layers: []int{3},
 		Head: model.HeadClassify, Labels: []string{"x", "y"}}, 1, 1)
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(small.Encode())
+	fresh, err := model.NewParams(bb, model.ParamsSpec{Adapter: model.AdapterBottleneck, Rank: 2, Layers: []int{1},
+		Head: model.HeadEmbed, EmbedDim: 3}, 1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range append(paramsSamples(f, bb), small, fresh) {
+		for _, prec := range []model.Precision{model.PrecisionFP16, model.PrecisionInt8} {
+			b, err := p.EncodeAs(prec)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
 	f.Add([]byte("SMILEP"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := model.DecodeParams(b)
@@ -794,9 +804,14 @@ func FuzzDecodeParams(f *testing.F) {
 			}
 			return
 		}
-		// Whatever decodes is canonical: it encodes back to the same bytes.
-		if again := p.Encode(); !slices.Equal(again, b) {
-			t.Fatalf("decoded params re-encode to different bytes")
+		// Whatever decodes is canonical: it encodes back, in its own
+		// precision, to the same bytes.
+		prec, err := model.BlobPrecision(b)
+		if err != nil {
+			t.Fatalf("decoded, but BlobPrecision fails: %v", err)
+		}
+		if again, err := p.EncodeAs(prec); err != nil || !slices.Equal(again, b) {
+			t.Fatalf("decoded %v params re-encode to different bytes (%v)", prec, err)
 		}
 	})
 }

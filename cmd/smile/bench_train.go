@@ -138,6 +138,10 @@ type accMethod struct {
 	adapter model.AdapterKind
 	all     bool // adapters on every layer (default: the vPLM default, the upper half)
 	plot    bool // plot mode: layers 1..cut from the task's domain table (cut: half the layers)
+	// int8: no training of its own: the runs of the method named without
+	// the "-int8" suffix, each run's best params stored as an int8 blob
+	// (model.PrecisionInt8) and read back before the test split.
+	int8 bool
 }
 
 // accMethods are the accuracy table's columns: "adapter" and "lora" are
@@ -147,13 +151,50 @@ type accMethod struct {
 // bytes, and the cache cut at the embeddings). "plot" is "adapter" in plot
 // mode: the lower half of the layers replaced by the task's domain table
 // (the vocabulary and the training split's n-grams), trained as it serves.
+// "adapter-int8" and "lora-int8" are the same runs as "adapter" and "lora"
+// (no training of their own), tested with the params as stored in int8.
 var accMethods = []accMethod{
-	{"linear", train.MethodHead, model.AdapterBottleneck, false, false},
-	{"adapter", train.MethodAdapter, model.AdapterBottleneck, false, false},
-	{"adapter-all", train.MethodAdapter, model.AdapterBottleneck, true, false},
-	{"lora", train.MethodAdapter, model.AdapterLoRA, false, false},
-	{"full", train.MethodFull, model.AdapterBottleneck, false, false},
-	{"plot", train.MethodAdapter, model.AdapterBottleneck, false, true},
+	{"linear", train.MethodHead, model.AdapterBottleneck, false, false, false},
+	{"adapter", train.MethodAdapter, model.AdapterBottleneck, false, false, false},
+	{"adapter-int8", train.MethodAdapter, model.AdapterBottleneck, false, false, true},
+	{"adapter-all", train.MethodAdapter, model.AdapterBottleneck, true, false, false},
+	{"lora", train.MethodAdapter, model.AdapterLoRA, false, false, false},
+	{"lora-int8", train.MethodAdapter, model.AdapterLoRA, false, false, true},
+	{"full", train.MethodFull, model.AdapterBottleneck, false, false, false},
+	{"plot", train.MethodAdapter, model.AdapterBottleneck, false, true, false},
+}
+
+// int8Twin is the name of m's int8 method, "" if it has none.
+func int8Twin(m accMethod) string {
+	name := m.name + "-int8"
+	if slices.ContainsFunc(accMethods, func(a accMethod) bool { return a.int8 && a.name == name }) {
+		return name
+	}
+	return ""
+}
+
+// evalInt8 tests params as an int8 blob stores them: encoded, decoded, and
+// run by a fresh engine. It returns the metrics, the predictions and the
+// blob's size.
+func evalInt8(ctx context.Context, spec *model.TrainSpec, p *model.Params, m train.Method, cfg train.Config, blas train.BLAS,
+	test train.Dataset, labels int) (train.Metrics, []int, int, error) {
+	blob, err := p.EncodeAs(model.PrecisionInt8)
+	if err != nil {
+		return train.Metrics{}, nil, 0, err
+	}
+	q, err := model.DecodeParams(blob)
+	if err != nil {
+		return train.Metrics{}, nil, 0, err
+	}
+	e, err := train.New(spec, q, m, cfg, blas)
+	if err != nil {
+		return train.Metrics{}, nil, 0, err
+	}
+	pred, gold, err := train.Predictions(ctx, e, test, nil)
+	if err != nil {
+		return train.Metrics{}, nil, 0, err
+	}
+	return train.Evaluate(pred, gold, labels), pred, len(blob), nil
 }
 
 // benchAccuracy trains every method on every task with 3 seeds and prints
@@ -180,13 +221,13 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 	if o.quick {
 		seeds = 1
 	}
-	methods := accMethods
-	if len(o.methods) > 0 {
-		methods = nil
-		for _, m := range accMethods {
-			if slices.Contains(o.methods, m.name) {
-				methods = append(methods, m)
-			}
+	selected := func(name string) bool { return len(o.methods) == 0 || slices.Contains(o.methods, name) }
+	// methods are the ones trained: the selected ones, and those whose
+	// int8 twin is selected.
+	var methods []accMethod
+	for _, m := range accMethods {
+		if !m.int8 && (selected(m.name) || int8Twin(m) != "" && selected(int8Twin(m))) {
+			methods = append(methods, m)
 		}
 	}
 	for _, name := range tasks {
@@ -231,7 +272,11 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 			if m.plot && !o.noLOO {
 				trainLower = plot.LeaveOneOut{Table: table.table, Counts: table.counts}
 			}
-			var accs, f1s, epochS, epochs []float64
+			twin := int8Twin(m)
+			if twin != "" && !selected(twin) {
+				twin = ""
+			}
+			var accs, f1s, epochS, epochs, accs8, f1s8 []float64
 			for seed := 1; seed <= seeds; seed++ {
 				ps := model.ParamsSpec{Adapter: m.adapter, Rank: model.DefaultRank, Head: model.HeadClassify, Labels: t.labels}
 				if m.all {
@@ -284,15 +329,40 @@ func benchAccuracy(ctx context.Context, g *globals, o *benchOpts, w io.Writer) e
 				epochS, epochs = append(epochS, res.EpochSeconds), append(epochs, float64(res.Epochs))
 				fmt.Fprintf(os.Stderr, "accuracy %s %s seed %d: test %.4f (best val %.4f at epoch %d of %d, %.2f s/epoch)\n",
 					name, m.name, seed, mt.Accuracy, res.BestValAccuracy, res.BestEpoch, res.Epochs, res.EpochSeconds)
+				if twin != "" {
+					mt8, pred8, size, err := evalInt8(ctx, spec, res.Best, m.method, cfg, blas, sets[2], len(t.labels))
+					if err != nil {
+						return fmt.Errorf("%s %s seed %d: %w", name, twin, seed, err)
+					}
+					accs8, f1s8 = append(accs8, mt8.Accuracy), append(f1s8, mt8.MacroF1)
+					same := 0
+					for i := range pred {
+						if pred[i] == pred8[i] {
+							same++
+						}
+					}
+					fmt.Fprintf(os.Stderr, "accuracy %s %s seed %d: test %.4f (%d of %d predictions as %s's; blob %d bytes, fp16 %d)\n",
+						name, twin, seed, mt8.Accuracy, same, len(pred), m.name, size, len(res.Best.Encode()))
+				}
 			}
-			mean, std := meanStd(accs)
-			f1, _ := meanStd(f1s)
 			es, _ := meanStd(epochS)
 			ep, _ := meanStd(epochs)
-			if err := emit(w, accuracyLine{Bench: "accuracy", Task: name, Method: m.name, AccMean: round(mean, 4), AccStd: round(std, 4),
-				F1Mean: round(f1, 4), Seeds: seeds, EpochS: round(es, 3), Epochs: ep, Backbone: bb.Info().Name,
-				Train: t.train.Len(), Test: t.test.Len(), Quick: o.quick}); err != nil {
-				return err
+			line := func(method string, accs, f1s []float64) error {
+				mean, std := meanStd(accs)
+				f1, _ := meanStd(f1s)
+				return emit(w, accuracyLine{Bench: "accuracy", Task: name, Method: method, AccMean: round(mean, 4), AccStd: round(std, 4),
+					F1Mean: round(f1, 4), Seeds: seeds, EpochS: round(es, 3), Epochs: ep, Backbone: bb.Info().Name,
+					Train: t.train.Len(), Test: t.test.Len(), Quick: o.quick})
+			}
+			if selected(m.name) {
+				if err := line(m.name, accs, f1s); err != nil {
+					return err
+				}
+			}
+			if twin != "" {
+				if err := line(twin, accs8, f1s8); err != nil {
+					return err
+				}
 			}
 		}
 	}
