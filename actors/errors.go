@@ -67,6 +67,7 @@ const (
 	CodeJobConflict     = "job_conflict"
 	CodeBadDataset      = "bad_dataset"
 	CodeModelChanged    = "model_changed"
+	CodeQuotaExceeded   = "quota_exceeded"
 )
 
 // Code gives err's stable wire code.
@@ -93,6 +94,8 @@ func Code(err error) string {
 		return CodeNotFound
 	case errors.Is(err, ErrExists), errors.Is(err, storage.ErrExists):
 		return CodeExists
+	case errors.Is(err, storage.ErrQuotaExceeded):
+		return CodeQuotaExceeded
 	case errors.Is(err, ErrWrongTask):
 		return CodeWrongTask
 	case errors.Is(err, ErrTooManyTexts):
@@ -141,6 +144,7 @@ var codeSentinel = map[string]error{
 	CodeRateLimited: ErrRateLimited, CodeTenantOverLimit: ErrTenantOverLimit, CodeOverloaded: ErrOverloaded,
 	CodeUnavailable: ErrUnavailable, CodeTimeout: ErrTimeout, CodeBadRequest: ErrBadRequest, CodeInternal: ErrInternal,
 	CodeJobNotFound: ErrJobNotFound, CodeJobConflict: ErrJobConflict, CodeBadDataset: ErrBadDataset, CodeModelChanged: ErrModelChanged,
+	CodeQuotaExceeded: storage.ErrQuotaExceeded,
 }
 
 // ToProto turns err into its wire form (nil for nil).

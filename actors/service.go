@@ -33,6 +33,9 @@ type CreateSpec struct {
 	Rank     int   // 0: model.DefaultRank
 	Layers   []int // nil: model.DefaultAdapterLayers (plot mode: those above the table's cut)
 	EmbedDim int   // embed task: 0 answers the backbone's pooled width
+	// Precision of the stored params (zero: fp16); new versions from
+	// training keep it.
+	Precision model.Precision
 	// Mode is how the layers below the adapters run: "" or ModeFull on
 	// the backbone; ModePlot from Table, a complete PLOT table of the
 	// backbone (lower-layer skipping). A plot vPLM's adapters sit above
@@ -159,7 +162,10 @@ func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
-	blob := params.Encode()
+	blob, err := params.EncodeAs(spec.Precision)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
 	digest, err := s.blobs.PutBlob(blob)
 	if err != nil {
 		return nil, fmt.Errorf("%w: store params: %w", ErrUnavailable, err)
@@ -173,7 +179,7 @@ func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, e
 		Id: spec.ID, Tenant: spec.Tenant, Backbone: spec.Backbone, Task: spec.Task, Labels: spec.Labels,
 		Adapter:  &smilepb.AdapterConfig{Kind: adapterKindPB(ps.Adapter), Rank: uint32(ps.Rank), Layers: layers, Alpha: ps.Alpha},
 		EmbedDim: uint32(spec.EmbedDim), ParamsDigest: digest, ParamsBytes: uint64(len(blob)),
-		CreatedUnixMs: now, UpdatedUnixMs: now, Mode: mode,
+		CreatedUnixMs: now, UpdatedUnixMs: now, Mode: mode, Precision: spec.Precision.String(),
 	}
 	if mode == ModePlot {
 		v.Table = spec.Table
@@ -238,6 +244,15 @@ func (s *Service) PutTenant(ctx context.Context, t *smilepb.Tenant) error {
 		return err
 	}
 	return s.ApplyTenant(ctx, t)
+}
+
+// Tenant returns a tenant's stored settings (nil: none stored, it runs on
+// the defaults) and its usage, as of now.
+func (s *Service) Tenant(ctx context.Context, name string) (*smilepb.Tenant, *smilepb.TenantUsage, error) {
+	if err := storage.ValidID(name); err != nil {
+		return nil, nil, fmt.Errorf("%w: tenant: %w", ErrBadRequest, err)
+	}
+	return s.env.Catalog.Tenant(ctx, name)
 }
 
 // ApplyTenant sets a stored tenant's virtual processor on every device of

@@ -238,8 +238,18 @@ func (t *trainer) execute(ctx context.Context, j *runningJob, ckpt []byte, data 
 		return fmt.Errorf("%w: the run gave no params", ErrInternal)
 	}
 	// The result must be servable before anything points at it.
-	out := res.Best.Encode()
-	back, err := model.DecodeParams(out)
+	// A new version keeps the vPLM's precision ("" reads as fp16).
+	prec := model.PrecisionFP16
+	if entry.GetPrecision() != "" {
+		if prec, err = model.ParsePrecision(entry.GetPrecision()); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInternal, entry.Id, err)
+		}
+	}
+	out, err := res.Best.EncodeAs(prec)
+	var back *model.Params
+	if err == nil {
+		back, err = model.DecodeParams(out)
+	}
 	if err == nil {
 		err = back.Check(bb)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/smile-vplm/smile/api/smilepb"
 	"github.com/smile-vplm/smile/model"
+	"github.com/smile-vplm/smile/storage"
 )
 
 // KindVPLM is the cluster kind of vPLM actors; a vPLM's identity is its id.
@@ -57,6 +58,30 @@ type Catalog interface {
 	Apply(ctx context.Context, cmd *smilepb.CatalogCommand) (*smilepb.VPLM, error)
 	Get(ctx context.Context, id string) (*smilepb.VPLM, error)
 	List(ctx context.Context, tenant, after string, limit int) ([]*smilepb.VPLM, error)
+	// Tenant is a tenant's settings (nil when it has none stored) and
+	// usage (vPLMs, params bytes) as of now.
+	Tenant(ctx context.Context, name string) (*smilepb.Tenant, *smilepb.TenantUsage, error)
+}
+
+// LocalGetter is a Catalog that can also read this node's copy without
+// asking the leader (a Raft replica): serving goes on during an election.
+type LocalGetter interface {
+	GetLocal(ctx context.Context, id string) (*smilepb.VPLM, error)
+}
+
+// getForServing reads a vPLM's entry for its actor: this node's copy when
+// the catalog has one, else (not there yet: created through another node
+// a moment ago) a linearizable read.
+func getForServing(c Catalog, id string) (*smilepb.VPLM, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if lg, ok := c.(LocalGetter); ok {
+		e, err := lg.GetLocal(ctx, id)
+		if err == nil || !errors.Is(err, storage.ErrNotFound) {
+			return e, err
+		}
+	}
+	return c.Get(ctx, id)
 }
 
 // Env is what the vPLM actors of a node share.
@@ -160,7 +185,7 @@ func (a *vplmActor) retireIfGone(ctx actor.Context) {
 
 func (a *vplmActor) load() {
 	a.entry, a.dev, a.err = nil, nil, nil
-	e, err := a.env.Catalog.Get(context.Background(), a.id)
+	e, err := getForServing(a.env.Catalog, a.id)
 	if err != nil {
 		a.err = err
 		return

@@ -174,6 +174,15 @@ func (c *Client) PutTenant(ctx context.Context, name string, t TenantRequest) er
 	return c.do(ctx, http.MethodPut, "/v1/tenants/"+url.PathEscape(name), t, nil)
 }
 
+// Tenant returns a tenant's settings and usage.
+func (c *Client) Tenant(ctx context.Context, name string) (*Tenant, error) {
+	var t Tenant
+	if err := c.do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(name), nil, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
 // Health checks the server.
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/v1/health", nil, nil)

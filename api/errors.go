@@ -33,6 +33,8 @@ const (
 	CodeJobConflict  = "job_conflict"  // the vPLM, or the PLOT table, already has an active job
 	CodeBadDataset   = "bad_dataset"   // examples that cannot train or score the vPLM (the line is named)
 	CodeModelChanged = "model_changed" // the vPLM got another version during the job or the evaluation
+	// Storage.
+	CodeQuotaExceeded = "quota_exceeded" // the tenant's vPLM count or bytes quota would be exceeded
 )
 
 // codeTable maps every code to its HTTP status. A slice, not a map, so that
@@ -60,6 +62,7 @@ var codeTable = []struct {
 	{CodeJobConflict, http.StatusConflict},
 	{CodeBadDataset, http.StatusBadRequest},
 	{CodeModelChanged, http.StatusConflict},
+	{CodeQuotaExceeded, http.StatusForbidden},
 }
 
 var codeStatus = func() map[string]int {

@@ -33,6 +33,7 @@ func TestCodeStatus(t *testing.T) {
 		"job_conflict":      409,
 		"bad_dataset":       400,
 		"model_changed":     409,
+		"quota_exceeded":    403,
 	}
 	if got := len(Codes()); got != len(want) {
 		t.Errorf("table has %d codes, want %d", got, len(want))

@@ -112,6 +112,7 @@ func NewHandler(svc *actors.Service, cfg HTTPConfig, log *slog.Logger) *Handler 
 	h.mux.HandleFunc("POST /v1/models/{id}/classify", h.classify)
 	h.mux.HandleFunc("POST /v1/models/{id}/embed", h.embed)
 	h.mux.HandleFunc("PUT /v1/tenants/{name}", h.putTenant)
+	h.mux.HandleFunc("GET /v1/tenants/{name}", h.getTenant)
 	h.mux.HandleFunc("GET /v1/stats", h.stats)
 	h.trainRoutes()
 	h.tableRoutes()
@@ -194,6 +195,10 @@ func ToError(err error) *Error {
 	}
 	return &Error{Code: code, Message: actors.Message(err), Index: actors.TextIndex(err)}
 }
+
+// WriteError answers with err's code, status and JSON body, as every API
+// route does (for servers that answer before a Handler exists).
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
 
 func writeError(w http.ResponseWriter, err error) {
 	e := ToError(err)
@@ -297,6 +302,13 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 func createSpec(req CreateModelRequest) (actors.CreateSpec, error) {
 	spec := actors.CreateSpec{ID: req.ID, Tenant: req.Tenant, Backbone: req.Backbone, Labels: req.Labels, Rank: req.Rank, Layers: req.Layers, EmbedDim: req.EmbedDim,
 		Mode: req.Mode, Table: req.Table}
+	if req.Precision != "" {
+		p, err := model.ParsePrecision(req.Precision)
+		if err != nil {
+			return spec, Errorf(CodeBadRequest, "precision %q: want fp16 or int8", req.Precision)
+		}
+		spec.Precision = p
+	}
 	// The mode is checked here too, before the service opens any table:
 	// these refusals need no node.
 	switch req.Mode {
@@ -338,6 +350,7 @@ func ModelJSON(v *smilepb.VPLM) Model {
 		ID: v.Id, Tenant: v.Tenant, Backbone: v.Backbone, Labels: v.Labels, EmbedDim: int(v.EmbedDim),
 		Version: v.Version, ParamsDigest: v.ParamsDigest, ParamsBytes: v.ParamsBytes,
 		CreatedMs: v.CreatedUnixMs, UpdatedMs: v.UpdatedUnixMs, Layers: []int{}, Mode: ModeFull,
+		Precision: cmp.Or(v.Precision, "fp16"),
 	}
 	if v.Mode == ModePlot {
 		m.Mode, m.Table = ModePlot, v.Table
@@ -492,12 +505,37 @@ func (h *Handler) putTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	t := &smilepb.Tenant{Name: r.PathValue("name"), Weight: req.Weight, MaxInflight: uint32(req.MaxInflight), RatePerS: req.RatePerSec, Burst: uint32(req.Burst)}
+	t := &smilepb.Tenant{Name: r.PathValue("name"), Weight: req.Weight, MaxInflight: uint32(req.MaxInflight), RatePerS: req.RatePerSec, Burst: uint32(req.Burst),
+		MaxVplms: req.MaxVPLMs, MaxBytes: req.MaxBytes}
 	if err := h.svc.PutTenant(ctx, t); err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, req)
+}
+
+func (h *Handler) getTenant(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, err := h.context(r, h.cfg.RequestTimeout)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	name := r.PathValue("name")
+	t, u, err := h.svc.Tenant(ctx, name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := Tenant{Name: name, TenantRequest: TenantRequest{Weight: 1}, VPLMs: u.GetVplms(), Bytes: u.GetBytes()}
+	if t != nil {
+		out.TenantRequest = TenantRequest{Weight: t.GetWeight(), MaxInflight: int(t.GetMaxInflight()), RatePerSec: t.GetRatePerS(),
+			Burst: int(t.GetBurst()), MaxVPLMs: t.GetMaxVplms(), MaxBytes: t.GetMaxBytes()}
+		if out.Weight == 0 {
+			out.Weight = 1
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {

@@ -23,6 +23,9 @@ type CreateModelRequest struct {
 	EmbedDim int      `json:"embed_dim,omitempty"`
 	Mode     string   `json:"mode,omitempty"`  // "full" (default) or "plot"
 	Table    string   `json:"table,omitempty"` // plot: the PLOT table's id (GET /v1/tables)
+	// How the params blob stores the adapter and head matrices: "fp16"
+	// (default) or "int8" (per-channel scales; about half the bytes).
+	Precision string `json:"precision,omitempty"`
 }
 
 // Model is a vPLM's catalog entry.
@@ -40,7 +43,8 @@ type Model struct {
 	Table        string   `json:"table,omitempty"` // plot: the PLOT table it looks its lower layers up in
 	Version      uint64   `json:"version"`
 	ParamsDigest string   `json:"params_digest"`
-	ParamsBytes  uint64   `json:"params_bytes"`
+	ParamsBytes  uint64   `json:"params_bytes"` // the stored params blob's size
+	Precision    string   `json:"precision"`    // "fp16" or "int8"
 	CreatedMs    int64    `json:"created_unix_ms"`
 	UpdatedMs    int64    `json:"updated_unix_ms"`
 }
@@ -97,6 +101,19 @@ type TenantRequest struct {
 	MaxInflight int     `json:"max_inflight,omitempty"` // 0: unlimited
 	RatePerSec  float64 `json:"rate_per_s,omitempty"`   // 0: unlimited
 	Burst       int     `json:"burst,omitempty"`
+	// Quotas, checked when a vPLM is created or gets a new version (0:
+	// unlimited): how many vPLMs, and how many bytes of params blobs.
+	MaxVPLMs uint64 `json:"max_vplms,omitempty"`
+	MaxBytes uint64 `json:"max_bytes,omitempty"`
+}
+
+// Tenant is a tenant's settings and what it holds (GET /v1/tenants/{name}).
+type Tenant struct {
+	Name string `json:"name"`
+	TenantRequest
+	// Usage: the tenant's vPLMs and the bytes of their params blobs.
+	VPLMs uint64 `json:"vplms"`
+	Bytes uint64 `json:"bytes"`
 }
 
 // ErrorBody is the body of every error response.

@@ -8,9 +8,9 @@ import (
 	"github.com/smile-vplm/smile/storage"
 )
 
-// LocalCatalog is the catalog of a single node: commands go straight to
-// the local Badger catalog, one place where the storage issue puts Raft in
-// front (Apply becomes a raft.Apply of the encoded command).
+// LocalCatalog is a catalog without Raft: commands go straight to the
+// local Badger catalog. Nodes started without a Replica use it (tests of
+// the actors on one node); `smile serve` always runs a Replica.
 type LocalCatalog struct{ C *storage.Catalog }
 
 func (l LocalCatalog) Apply(ctx context.Context, cmd *smilepb.CatalogCommand) (*smilepb.VPLM, error) {
@@ -32,6 +32,26 @@ func (l LocalCatalog) List(ctx context.Context, tenant, after string, limit int)
 		return nil, err
 	}
 	return l.C.List(tenant, after, limit)
+}
+
+func (l LocalCatalog) Tenant(ctx context.Context, name string) (*smilepb.Tenant, *smilepb.TenantUsage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	return tenantAndUsage(l.C, name)
+}
+
+// tenantAndUsage reads a tenant's settings and usage from a catalog.
+func tenantAndUsage(c *storage.Catalog, name string) (*smilepb.Tenant, *smilepb.TenantUsage, error) {
+	t, _, err := c.Tenant(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := c.Usage(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, u, nil
 }
 
 var _ actors.Catalog = LocalCatalog{}

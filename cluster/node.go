@@ -36,6 +36,11 @@ type NodeConfig struct {
 	Trainer actors.TrainerConfig
 	// Log receives the node's and protoactor's logs (nil: slog.Default()).
 	Log *slog.Logger
+	// Replica, when set, is the node's Raft catalog replica (StartReplica
+	// on the same store and catalog): catalog writes go through Raft and
+	// params blobs missing here come from peers. Without it the node
+	// applies commands to the local catalog directly (tests of one node).
+	Replica *Replica
 }
 
 // DefaultNodeConfig listens on loopback with a free port.
@@ -109,19 +114,24 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 		}
 		ln.Close()
 	}
+	var catalog actors.Catalog = LocalCatalog{C: cat}
+	var blobs nodeStore = store
+	if cfg.Replica != nil {
+		catalog, blobs = cfg.Replica, replicatedStore{Store: store, r: cfg.Replica}
+	}
 	for _, bb := range backbones {
 		name := bb.Info().Name
 		if _, dup := n.devices[name]; dup {
 			return nil, fmt.Errorf("%w: backbone %q given twice", actors.ErrBadConfig, name)
 		}
-		h, err := actors.SpawnDevice(sys, bb, store, cfg.Device)
+		h, err := actors.SpawnDevice(sys, bb, blobs, cfg.Device)
 		if err != nil {
 			return nil, err
 		}
 		n.devices[name] = h
 	}
 	env := &actors.Env{
-		Catalog: LocalCatalog{C: cat},
+		Catalog: catalog,
 		Device: func(b string) (*actors.DeviceHandle, bool) {
 			h, ok := n.devices[b]
 			return h, ok
@@ -136,10 +146,10 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 		return nil, err
 	}
 	var err error
-	if n.svc, err = actors.NewService(n.cl, env, store, n.devices, backbones[0].Info().Name); err != nil {
+	if n.svc, err = actors.NewService(n.cl, env, blobs, n.devices, backbones[0].Info().Name); err != nil {
 		return nil, err
 	}
-	if err := n.svc.EnableTraining(store, cfg.Trainer); err != nil {
+	if err := n.svc.EnableTraining(blobs, cfg.Trainer); err != nil {
 		return nil, err
 	}
 	tenants, err := cat.Tenants()
@@ -213,3 +223,19 @@ func (n *Node) Device(backbone string) (*actors.DeviceHandle, bool) {
 // ActorSystem is the node's protoactor system (for local messages to its
 // device actors).
 func (n *Node) ActorSystem() *actor.ActorSystem { return n.sys }
+
+// nodeStore is what a node's actors keep in storage.
+type nodeStore interface {
+	actors.TrainStore
+	actors.ParamsSource
+}
+
+// replicatedStore is the node's store with params blobs read through the
+// replica: a blob missing or corrupt here is fetched from a peer.
+type replicatedStore struct {
+	*storage.Store
+	r *Replica
+}
+
+func (s replicatedStore) GetBlob(digest string) ([]byte, error) { return s.r.GetBlob(digest) }
+func (s replicatedStore) PutBlob(data []byte) (string, error)   { return s.r.PutBlob(data) }

@@ -37,12 +37,16 @@ type benchOpts struct {
 	order     string
 	noLOO     bool
 	withTest  bool
+	// density
+	models      int
+	concurrency int
+	densityDir  string
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
 	o := &benchOpts{}
 	cmd := &cobra.Command{
-		Use:   "bench gemm|forward|serve|train|accuracy|plot",
+		Use:   "bench gemm|forward|serve|train|accuracy|plot|density",
 		Short: "Benchmarks of the compute path, printed as JSON lines",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -63,6 +67,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 				return benchServe(cmd.Context(), g, o, out)
 			case "train":
 				return benchTrain(cmd.Context(), g, o, out)
+			case "density":
+				return benchDensity(cmd.Context(), g, o, out)
 			case "plot":
 				if err := checkTasks(o.tasks); err != nil {
 					return err
@@ -91,7 +97,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 				}
 				return benchAccuracy(cmd.Context(), g, o, out)
 			default:
-				return usagef("bench: unknown benchmark %q (want gemm, forward, serve, train, accuracy or plot)", args[0])
+				return usagef("bench: unknown benchmark %q (want gemm, forward, serve, train, accuracy, plot or density)", args[0])
 			}
 		},
 	}
@@ -107,6 +113,9 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&o.order, "order", "coverage", "plot, accuracy: which n-grams a budgeted table keeps first: coverage (bigrams, then trigrams) or frequency")
 	cmd.Flags().BoolVar(&o.noLOO, "no-leave-one-out", false, "accuracy: plot mode trains on the table as it is, every training n-gram found (the trainer reads it leave-one-out)")
 	cmd.Flags().BoolVar(&o.withTest, "table-with-test", false, "plot, accuracy: also build each task's domain table from its test split's texts (unlabelled): full coverage, the upper bound of what a bigger corpus buys")
+	cmd.Flags().IntVar(&o.models, "models", 0, "density: vPLMs to create (default 100000; --quick: 2000)")
+	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "density: creates in flight at once")
+	cmd.Flags().StringVar(&o.densityDir, "dir", "", "density: where the throwaway data directory goes (default: the system temp directory)")
 	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	addServeFlags(cmd.Flags(), &o.serve)
 	return cmd

@@ -190,6 +190,7 @@ func newCreateCmd() *cobra.Command {
 	f.IntVar(&req.Rank, "rank", 0, "adapter rank (0: the server's default, 64)")
 	f.IntSliceVar(&req.Layers, "layers", nil, "adapted layers, comma-separated indices (default: the backbone's upper half)")
 	f.StringVar(&req.Tenant, "tenant", "", "owning tenant (default: default)")
+	f.StringVar(&req.Precision, "precision", "", "how the params blob stores the adapter and head: fp16 (default) or int8 (per-channel scales, about half the bytes)")
 	f.StringVar(&req.Backbone, "backbone", "", "backbone (default: the server's)")
 	f.IntVar(&req.EmbedDim, "embed-dim", 0, "embed: output width (0: the backbone's)")
 	f.StringVar(&req.Mode, "mode", "", "full (the backbone's lower layers run) or plot (a PLOT table replaces them); default full, plot with --table")
@@ -220,7 +221,7 @@ func writeModel(w io.Writer, m *api.Model) error {
 	row("rank", strconv.Itoa(m.Rank))
 	row("layers", intList(m.Layers))
 	row("version", strconv.FormatUint(m.Version, 10))
-	row("params", fmt.Sprintf("%s (%s)", byteSize(m.ParamsBytes), m.ParamsDigest))
+	row("params", fmt.Sprintf("%s, %s (%s)", byteSize(m.ParamsBytes), m.Precision, m.ParamsDigest))
 	row("created", unixMs(m.CreatedMs))
 	if m.UpdatedMs != m.CreatedMs {
 		row("updated", unixMs(m.UpdatedMs))
@@ -490,12 +491,13 @@ func embedRemote(cmd *cobra.Command, sf *serverFlags, id string, texts []string,
 
 func newTenantCmd() *cobra.Command {
 	var (
-		sf  serverFlags
-		req api.TenantRequest
+		sf   serverFlags
+		req  api.TenantRequest
+		show bool
 	)
 	cmd := &cobra.Command{
-		Use:   "tenant NAME [--weight W] [--max-inflight N] [--rate R] [--burst B]",
-		Short: "Set a tenant's share of the devices and its limits",
+		Use:   "tenant NAME [--weight W] [--max-inflight N] [--rate R] [--burst B] [--max-vplms N] [--max-bytes B] | tenant NAME --show",
+		Short: "Set a tenant's share of the devices, its limits and quotas (or --show them with its usage)",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Weight <= 0 || req.MaxInflight < 0 || req.RatePerSec < 0 || req.Burst < 0 {
@@ -503,6 +505,25 @@ func newTenantCmd() *cobra.Command {
 			}
 			c, err := sf.client()
 			if err != nil {
+				return err
+			}
+			if show {
+				t, err := c.Tenant(cmd.Context(), args[0])
+				if err != nil {
+					return c.check(err)
+				}
+				if sf.asJSON {
+					return printJSON(cmd.OutOrStdout(), t)
+				}
+				quota := func(v uint64, f func(uint64) string) string {
+					if v == 0 {
+						return "unlimited"
+					}
+					return f(v)
+				}
+				count := func(v uint64) string { return strconv.FormatUint(v, 10) }
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: weight %g, %d vPLMs (quota %s), %s of params (quota %s)\n",
+					t.Name, t.Weight, t.VPLMs, quota(t.MaxVPLMs, count), byteSize(t.Bytes), quota(t.MaxBytes, byteSize))
 				return err
 			}
 			if err := c.PutTenant(cmd.Context(), args[0], req); err != nil {
@@ -530,6 +551,9 @@ func newTenantCmd() *cobra.Command {
 	f.IntVar(&req.MaxInflight, "max-inflight", 0, "requests queued plus running at once (0: unlimited)")
 	f.Float64Var(&req.RatePerSec, "rate", 0, "requests per second (0: unlimited)")
 	f.IntVar(&req.Burst, "burst", 0, "requests admitted at once after a quiet period (0: max(1, ceil(rate)))")
+	f.Uint64Var(&req.MaxVPLMs, "max-vplms", 0, "quota: vPLMs the tenant may hold (0: unlimited)")
+	f.Uint64Var(&req.MaxBytes, "max-bytes", 0, "quota: bytes of params blobs the tenant may hold (0: unlimited)")
+	f.BoolVar(&show, "show", false, "show the tenant's settings, quotas and usage instead of setting them")
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,6 +32,10 @@ func newServeCmd(g *globals) *cobra.Command {
 		plotMB    int64
 		node      = cluster.DefaultNodeConfig()
 		httpCfg   = api.DefaultHTTPConfig()
+		rcfg      = cluster.DefaultRaftConfig()
+		advertise string
+		gcEvery   time.Duration
+		gcGrace   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -68,12 +73,53 @@ func newServeCmd(g *globals) *cobra.Command {
 					bb.Close()
 				}
 			}()
+			if gcEvery < 0 || gcGrace < 0 {
+				return usagef("--gc-every and --gc-grace must be >= 0")
+			}
 			store, err := storage.Open(storage.DefaultOptions(filepath.Join(g.dataDir, "db")))
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			n, err := cluster.Start(ctx, node, store, storage.NewCatalog(store), bb)
+			// The HTTP listener comes first: peers reach this node's
+			// internal routes (joins, blob pushes) while it starts; the
+			// public API answers unavailable until the node is up.
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", addr, err)
+			}
+			front := &frontHandler{}
+			srv := &http.Server{
+				Handler:           front,
+				ReadHeaderTimeout: 10 * time.Second,
+				ReadTimeout:       time.Minute, // a body trickled in forever holds a slot
+				IdleTimeout:       2 * time.Minute,
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			defer srv.Close()
+			if rcfg.Bind == "" {
+				// Beside the API: port+1, or a free one when the API's is.
+				host, port, _ := splitHostPort(ln.Addr().String())
+				if _, p, _ := splitHostPort(addr); p == 0 {
+					port = -1
+				}
+				rcfg.Bind = net.JoinHostPort(host, fmt.Sprint(port+1))
+			}
+			rcfg.APIAddr = ln.Addr().String()
+			if advertise != "" {
+				rcfg.APIAddr = advertise
+			}
+			rcfg.Dir = filepath.Join(g.dataDir, "raft")
+			cat := storage.NewCatalog(store)
+			rp, err := cluster.StartReplica(ctx, rcfg, store, cat)
+			if err != nil {
+				return err
+			}
+			defer rp.Close()
+			front.replica.Store(rp)
+			node.Replica = rp
+			n, err := cluster.Start(ctx, node, store, cat, bb)
 			if err != nil {
 				return err
 			}
@@ -90,21 +136,14 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err := n.Service().ResumeJobs(ctx); err != nil {
 				slog.Warn("resuming training jobs", "err", err)
 			}
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("listen %s: %w", addr, err)
-			}
 			handler := api.NewHandler(n.Service(), httpCfg, slog.Default())
-			srv := &http.Server{
-				Handler:           handler,
-				ReadHeaderTimeout: 10 * time.Second,
-				ReadTimeout:       time.Minute, // a body trickled in forever holds a slot
-				IdleTimeout:       2 * time.Minute,
-			}
 			srv.RegisterOnShutdown(handler.StopStreams)
-			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
-			fmt.Fprintf(cmd.ErrOrStderr(), "smile: serving http://%s (backbone %s, data %s, actors %s)\n", ln.Addr(), backbone, g.dataDir, n.Address())
+			front.api.Store(handler)
+			if gcEvery > 0 {
+				go collectGarbage(ctx, store, gcEvery, gcGrace)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "smile: serving http://%s (backbone %s, data %s, actors %s, node %s, raft %s)\n",
+				ln.Addr(), backbone, g.dataDir, n.Address(), rp.ID(), rp.RaftAddr())
 			select {
 			case err := <-errc:
 				return err
@@ -135,7 +174,56 @@ func newServeCmd(g *globals) *cobra.Command {
 	f.DurationVar(&httpCfg.RequestTimeout, "request-timeout", httpCfg.RequestTimeout, "per-request deadline")
 	f.Int64Var(&httpCfg.MaxBodyBytes, "max-body-bytes", httpCfg.MaxBodyBytes, "largest request body")
 	f.IntVar(&httpCfg.MaxInflight, "max-http-inflight", httpCfg.MaxInflight, "HTTP requests handled at once; more are answered overloaded")
+	f.StringVar(&rcfg.ID, "node-id", "", "this node's id in the cluster (default: the one kept in the data directory, made up on first start)")
+	f.StringVar(&rcfg.Bind, "raft-addr", "", "Raft address, host:port (default: the --addr host, port+1; port 0 picks a free one, fine for a node that stays alone: peers remember the address)")
+	f.StringVar(&advertise, "advertise-addr", "", "HTTP API address peers use to reach this node (default: the --addr listener's)")
+	f.StringVar(&rcfg.Join, "join", "", "HTTP API address of a cluster member to join (a node with no state and no --join starts a new cluster)")
+	f.StringVar(&rcfg.Secret, "cluster-key", "", "shared key peers must present on internal routes (env SMILE_CLUSTER_KEY)")
+	f.IntVar(&rcfg.MaxVoters, "max-voters", rcfg.MaxVoters, "Raft voters; further nodes join as non-voters")
+	f.IntVar(&rcfg.Replicas, "blob-replicas", rcfg.Replicas, "nodes that hold each new params blob before its catalog entry commits")
+	f.DurationVar(&gcEvery, "gc-every", 10*time.Minute, "sweep unreferenced blobs this often (0: never)")
+	f.DurationVar(&gcGrace, "gc-grace", time.Hour, "age before an unreferenced blob is swept (creates in flight keep theirs)")
 	return cmd
+}
+
+// frontHandler is the HTTP server's handler from the first moment: the
+// cluster's routes once the replica runs, the API once the node is up, and
+// unavailable until then.
+type frontHandler struct {
+	replica atomic.Pointer[cluster.Replica]
+	api     atomic.Pointer[api.Handler]
+}
+
+func (f *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if cluster.IsInternal(r.URL.Path) {
+		if rp := f.replica.Load(); rp != nil {
+			rp.Handler().ServeHTTP(w, r)
+			return
+		}
+	} else if h := f.api.Load(); h != nil {
+		h.ServeHTTP(w, r)
+		return
+	}
+	api.WriteError(w, api.Errorf(api.CodeUnavailable, "the node is starting"))
+}
+
+// collectGarbage sweeps unreferenced blobs every interval until ctx ends.
+func collectGarbage(ctx context.Context, store *storage.Store, every, grace time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := store.GC(ctx, grace)
+		if err != nil {
+			slog.Warn("blob garbage collection", "err", err)
+			continue
+		}
+		slog.Info("blob garbage collection", "stats", fmt.Sprintf("%+v", st))
+	}
 }
 
 func splitHostPort(s string) (string, int, error) {

@@ -515,10 +515,20 @@ type server struct {
 // startServer starts `smile serve` on data and waits until it answers.
 func startServer(t *testing.T, bin, data string) *server {
 	t.Helper()
-	s := &server{addr: freeAddr(t), stderr: newWatchWriter("smile: serving http://"), done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "serve", "--data-dir", data, "--addr", s.addr,
+	return startServerWith(t, bin, data, freeAddr(t))
+}
+
+// startServerWith starts `smile serve` on data at addr, with more flags.
+func startServerWith(t *testing.T, bin, data, addr string, extra ...string) *server {
+	t.Helper()
+	s := &server{addr: addr, stderr: newWatchWriter("smile: serving http://"), done: make(chan struct{})}
+	args := append([]string{"serve", "--data-dir", data, "--addr", s.addr,
 		"--max-text-bytes", fmt.Sprint(itMaxTextBytes), "--max-texts", fmt.Sprint(itMaxTexts),
-		"--max-body-bytes", fmt.Sprint(itMaxBodyBytes), "--log-level", "warn")
+		"--max-body-bytes", fmt.Sprint(itMaxBodyBytes), "--log-level", "warn"}, extra...)
+	if !slices.Contains(extra, "--raft-addr") {
+		args = append(args, "--raft-addr", "127.0.0.1:0")
+	}
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = append(os.Environ(), "SMILE_DATA_DIR="+data)
 	s.cmd.Stdout = s.stderr
 	s.cmd.Stderr = s.stderr

@@ -1,0 +1,71 @@
+package cluster
+
+import "sync"
+
+// groupPut turns concurrent PutBlob calls into few synced transactions:
+// Badger syncs its write-ahead log once per transaction, so a thousand
+// creates a second, each putting its own params blob, would otherwise wait
+// on a thousand syncs. The first caller to find no batch in flight commits
+// everything queued meanwhile (and what queues during that commit, in
+// turn); the others wait for their result. Nobody waits on a timer.
+type groupPut struct {
+	put func([][]byte) ([]string, error)
+
+	mu      sync.Mutex
+	pending []*putReq
+	running bool
+}
+
+type putReq struct {
+	data   []byte
+	digest string
+	err    error
+	done   chan struct{}
+}
+
+// maxGroup bounds one transaction's blobs.
+const maxGroup = 256
+
+func (g *groupPut) Put(data []byte) (string, error) {
+	req := &putReq{data: data, done: make(chan struct{})}
+	g.mu.Lock()
+	g.pending = append(g.pending, req)
+	lead := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if lead {
+		g.commitAll()
+	}
+	<-req.done
+	return req.digest, req.err
+}
+
+// commitAll commits queued puts until the queue is empty.
+func (g *groupPut) commitAll() {
+	for {
+		g.mu.Lock()
+		n := min(len(g.pending), maxGroup)
+		batch := g.pending[:n:n]
+		g.pending = g.pending[n:]
+		if n == 0 {
+			g.running = false
+			g.pending = nil
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		datas := make([][]byte, n)
+		for i, r := range batch {
+			datas[i] = r.data
+		}
+		ds, err := g.put(datas)
+		for i, r := range batch {
+			if err != nil {
+				r.err = err
+			} else {
+				r.digest = ds[i]
+			}
+			close(r.done)
+		}
+	}
+}
