@@ -54,6 +54,32 @@ static long smile_halves_plain(float *dst, const uint8_t *src, long n) {
 	return -1;
 }
 
+// smile_encode_f16c converts src to fp16 (round to nearest, ties to even,
+// as floatToHalf) 8 at a time and returns how many it converted: it stops
+// before a block holding a NaN, whose payload the Go code keeps exactly.
+// *inf is set when a converted value became ±Inf (beyond the half range).
+__attribute__((target("avx,f16c")))
+static long smile_encode_f16c(uint8_t *dst, const float *src, long n, int *inf) {
+	long i = 0;
+	const __m128i expo = _mm_set1_epi16(0x7c00);
+	__m128i seen = _mm_setzero_si128();
+	for (; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_loadu_ps(src + i);
+		if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q))) {
+			break;
+		}
+		__m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
+		seen = _mm_or_si128(seen, _mm_cmpeq_epi16(_mm_and_si128(h, expo), expo));
+		_mm_storeu_si128((__m128i *)(dst + 2 * i), h);
+	}
+	*inf = _mm_movemask_epi8(seen) != 0;
+	return i;
+}
+
+static long smile_encode(uint8_t *dst, const float *src, long n, int *inf) {
+	return smile_encode_f16c(dst, src, n, inf);
+}
+
 static int smile_have_f16c(void) {
 	__builtin_cpu_init();
 	return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
@@ -82,4 +108,17 @@ func decodeHalves(dst []float32, src []byte) int {
 		f = 1
 	}
 	return int(C.smile_halves((*C.float)(unsafe.Pointer(&dst[0])), (*C.uint8_t)(unsafe.Pointer(&src[0])), C.long(len(dst)), f))
+}
+
+// encodeHalvesFast converts a prefix of src with F16C, where the CPU has
+// it, and returns its length (a multiple of 8, stopping before a block
+// with a NaN) and whether a value in it became ±Inf.
+func encodeHalvesFast(dst []byte, src []float32) (int, bool) {
+	if !haveF16C || len(src) < 8 {
+		return 0, false
+	}
+	_ = dst[2*len(src)-1]
+	var inf C.int
+	n := C.smile_encode((*C.uint8_t)(unsafe.Pointer(&dst[0])), (*C.float)(unsafe.Pointer(&src[0])), C.long(len(src)), &inf)
+	return int(n), inf != 0
 }

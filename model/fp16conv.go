@@ -19,7 +19,17 @@ const MaxHalf = 65504
 func EncodeHalves(dst []byte, src []float32) int {
 	_ = dst[:2*len(src)]
 	bad := -1
-	for i, f := range src {
+	n, inf := encodeHalvesFast(dst, src)
+	if inf {
+		for i := range n {
+			if !halfFinite(binary.LittleEndian.Uint16(dst[2*i:])) {
+				bad = i
+				break
+			}
+		}
+	}
+	for i := n; i < len(src); i++ {
+		f := src[i]
 		h := floatToHalf(f)
 		if bad < 0 && !halfFinite(h) {
 			bad = i
