@@ -161,3 +161,32 @@ func FuzzRestoreBackup(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyBackup: VerifyBackup accepts a whole backup with the stats
+// RestoreBackup reports, and rejects every damaged or truncated copy with
+// ErrCorrupt.
+func TestVerifyBackup(t *testing.T) {
+	src, err := Open(InMemoryOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	fillCatalog(t, src, 2, 3)
+	good, want := backupBytes(t, src)
+	got, err := VerifyBackup(bytes.NewReader(good))
+	if err != nil || got.Blobs != want.Blobs || got.VPLMs != want.VPLMs || got.BlobBytes != want.BlobBytes {
+		t.Fatalf("VerifyBackup = %+v, %v; want %+v", got, err, want)
+	}
+	for _, bad := range [][]byte{good[:len(good)-1], good[:len(good)/2], append(bytes.Clone(good), 0)} {
+		if _, err := VerifyBackup(bytes.NewReader(bad)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("VerifyBackup of %d of %d bytes = %v, want ErrCorrupt", len(bad), len(good), err)
+		}
+	}
+	for i := 0; i < len(good); i += max(1, len(good)/97) {
+		b := bytes.Clone(good)
+		b[i] ^= 0x10
+		if _, err := VerifyBackup(bytes.NewReader(b)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("byte %d flipped: VerifyBackup = %v, want ErrCorrupt", i, err)
+		}
+	}
+}

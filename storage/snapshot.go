@@ -415,7 +415,9 @@ func (s *Store) stage(br *bufio.Reader, backup bool) (stageStats, error) {
 		if bytes.HasPrefix(k, prefixVPLM) {
 			st.vplms++
 		}
-		if backup && bytes.Equal(k, keyApplied) {
+		// A restored store starts a new Raft log and a new membership: the
+		// source's applied position and node addresses would mislead it.
+		if backup && (bytes.Equal(k, keyApplied) || bytes.HasPrefix(k, prefixNode)) {
 			continue
 		}
 		if err := set(append(bytes.Clone(prefixStage), k...), v); err != nil {
@@ -548,15 +550,19 @@ func (s *Store) recoverRestore() error {
 
 // Hash is the sha256 (hex) of the replicated catalog: every c/ and r/
 // record in key order, each as uvarint len(key), key, uvarint len(value),
-// value. Two nodes with the same catalog have the same hash whatever they
-// have applied, because the applied position (node-local) is left out; so
-// a backup restored elsewhere hashes the same as its source.
+// value, but the cluster's node addresses (c/n/). Two nodes with the same
+// catalog have the same hash whatever they have applied, because the
+// applied position (node-local) is left out; and a backup restored into a
+// new cluster (which drops the old members) hashes the same as its source.
 func (c *Catalog) Hash() (string, error) {
 	h := sha256.New()
 	var buf []byte
 	err := c.s.catView(func(txn *badger.Txn) error {
 		for _, p := range [][]byte{prefixCatalog, prefixRef} {
 			if err := scanPrefix(txn, p, func(k, v []byte) error {
+				if bytes.HasPrefix(k, prefixNode) {
+					return nil
+				}
 				buf = binary.AppendUvarint(buf[:0], uint64(len(k)))
 				buf = append(buf, k...)
 				buf = binary.AppendUvarint(buf, uint64(len(v)))

@@ -74,19 +74,14 @@ they are rebuilt. Restore it with ` + "`smile restore FILE`" + `.`,
 	return cmd
 }
 
-// verifyBackup restores a backup file into a throwaway in-memory store.
+// verifyBackup checks a backup file whole (storage.VerifyBackup).
 func verifyBackup(path string) (storage.BackupStats, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return storage.BackupStats{}, err
 	}
 	defer f.Close()
-	st, err := storage.Open(storage.InMemoryOptions())
-	if err != nil {
-		return storage.BackupStats{}, err
-	}
-	defer st.Close()
-	return st.RestoreBackup(f)
+	return storage.VerifyBackup(f)
 }
 
 type backupSummary struct {

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -262,5 +264,102 @@ func TestClusterKillLeader(t *testing.T) {
 				t.Errorf("classify %s on %s: %v", id, nd.id, err)
 			}
 		}
+	}
+}
+
+// TestBackupRestore: `smile backup` of a running node, `smile restore` into
+// a fresh data directory, and `smile serve` there: the same catalog (same
+// hash), the same answers; a damaged backup file is refused and leaves
+// the target empty. Quotas: over a tenant's max_vplms a create is
+// quota_exceeded (403) and --show reports the usage.
+func TestBackupRestore(t *testing.T) {
+	testenv.UseLite(t)
+	bin := buildSmile(t)
+	srcData := nodeData(t, "src")
+	src := startServer(t, bin, srcData)
+	ctx := t.Context()
+	c, _ := api.NewClient(src.addr)
+	if err := c.PutTenant(ctx, "acme", api.TenantRequest{Weight: 1, MaxVPLMs: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := c.Create(ctx, api.CreateModelRequest{ID: fmt.Sprintf("b%d", i), Tenant: "acme", Task: "classify", Labels: []string{"neg", "pos"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Create(ctx, api.CreateModelRequest{ID: "int8", Task: "embed", Precision: "int8"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Create(ctx, api.CreateModelRequest{ID: "b3", Tenant: "acme", Task: "classify", Labels: []string{"neg", "pos"}})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeQuotaExceeded || ae.Status() != http.StatusForbidden {
+		t.Fatalf("fourth create of a tenant with max_vplms 3: %v, want quota_exceeded (403)", err)
+	}
+	env := "SMILE_SERVER=" + src.addr
+	out, _ := runSmileEnv(t, bin, srcData, []string{env}, 0, "tenant", "acme", "--show")
+	if !strings.Contains(out, "3 vPLMs (quota 3)") {
+		t.Errorf("tenant --show: %q", out)
+	}
+	m8, err := c.Get(ctx, "int8")
+	if err != nil || m8.Precision != "int8" || m8.ParamsBytes == 0 {
+		t.Fatalf("int8 vPLM: %+v, %v", m8, err)
+	}
+	want, err := c.Classify(ctx, "b1", []string{"a fine film"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := clusterStatus(ctx, src.addr, true)
+	if err != nil || st.CatalogHash == "" {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+
+	file := filepath.Join(t.TempDir(), "smile.backup")
+	runSmileEnv(t, bin, srcData, []string{env}, 0, "backup", file)
+
+	// A damaged copy is refused and writes no catalog.
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), raw...)
+	bad[len(bad)/2] ^= 0x40
+	badFile := filepath.Join(t.TempDir(), "bad.backup")
+	if err := os.WriteFile(badFile, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dstData := nodeData(t, "dst")
+	_, stderr := runSmile(t, bin, dstData, "", 1, "restore", badFile)
+	if !strings.Contains(stderr, "corrupt") {
+		t.Errorf("restore of a damaged backup: %q, want a corruption error", stderr)
+	}
+	out, _ = runSmile(t, bin, dstData, "", 0, "restore", "--json", file)
+	var sum backupSummary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("restore output %q: %v", out, err)
+	}
+	if sum.CatalogHash != st.CatalogHash || sum.Stats.VPLMs != 4 {
+		t.Errorf("restored %+v, want catalog hash %s and 4 vPLMs", sum, st.CatalogHash)
+	}
+	dst := startServer(t, bin, dstData)
+	st2, err := clusterStatus(ctx, dst.addr, true)
+	if err != nil || st2.CatalogHash != st.CatalogHash {
+		t.Fatalf("restored node: %+v, %v; want catalog hash %s", st2, err, st.CatalogHash)
+	}
+	c2, _ := api.NewClient(dst.addr)
+	got, err := c2.Classify(ctx, "b1", []string{"a fine film"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.Predictions) != fmt.Sprint(want.Predictions) {
+		t.Errorf("restored node answers %+v, the original %+v", got.Predictions, want.Predictions)
+	}
+	// The quota and usage came along.
+	if _, err := c2.Create(ctx, api.CreateModelRequest{ID: "b3", Tenant: "acme", Task: "classify", Labels: []string{"neg", "pos"}}); !errors.As(err, &ae) || ae.Code != api.CodeQuotaExceeded {
+		t.Errorf("create over quota on the restored node: %v", err)
+	}
+	// A restore into a directory that already holds a node is refused.
+	_, stderr = runSmile(t, bin, dstData, "", 1, "restore", file)
+	if !strings.Contains(stderr, "fresh data directory") {
+		t.Errorf("restore over a node: %q", stderr)
 	}
 }

@@ -471,10 +471,21 @@ func buildSmile(t *testing.T) string {
 // and stderr.
 func runSmile(t *testing.T, bin, data, stdin string, wantExit int, args ...string) (string, string) {
 	t.Helper()
+	return runSmileIn(t, bin, data, stdin, nil, wantExit, args...)
+}
+
+// runSmileEnv is runSmile with more environment (SMILE_SERVER=...).
+func runSmileEnv(t *testing.T, bin, data string, env []string, wantExit int, args ...string) (string, string) {
+	t.Helper()
+	return runSmileIn(t, bin, data, "", env, wantExit, args...)
+}
+
+func runSmileIn(t *testing.T, bin, data, stdin string, env []string, wantExit int, args ...string) (string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "SMILE_DATA_DIR="+data, "SMILE_SERVER=")
+	cmd.Env = append(append(os.Environ(), "SMILE_DATA_DIR="+data, "SMILE_SERVER="), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
