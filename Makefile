@@ -53,6 +53,7 @@ bench-smoke: build
 	$(BIN) --data-dir $(TEST_DATA) bench train --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench accuracy --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench plot --quick --json
+	$(BIN) --data-dir $(TEST_DATA) bench density --quick --json
 
 # Full benchmark runs for docs/BENCHMARKS.md.
 bench: build
@@ -62,6 +63,7 @@ bench: build
 	$(BIN) bench train --json
 	$(BIN) bench accuracy --json
 	$(BIN) bench plot --json
+	$(BIN) bench density --json
 
 # Regenerate the JS reference outputs and measure the JS library (needs npm).
 reference:

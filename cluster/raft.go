@@ -421,13 +421,15 @@ type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
+	// Raft warns of routine events too (an election at start, a follower
+	// catching up): its warnings are info here, its errors warnings.
 	switch {
 	case strings.Contains(msg, "[ERROR]"):
-		w.log.Error(msg)
-	case strings.Contains(msg, "[WARN]"):
 		w.log.Warn(msg)
-	default:
+	case strings.Contains(msg, "[WARN]"):
 		w.log.Info(msg)
+	default:
+		w.log.Debug(msg)
 	}
 	return len(p), nil
 }

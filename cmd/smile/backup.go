@@ -96,8 +96,13 @@ func printBackup(cmd *cobra.Command, asJSON bool, path string, n int64, st stora
 	if asJSON {
 		return json.NewEncoder(cmd.OutOrStdout()).Encode(s)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s: %s, %+v\n", path, byteSize(uint64(n)), st)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: %s: %s\n", path, byteSize(uint64(n)), backupText(st))
 	return nil
+}
+
+// backupText is a backup's content for people.
+func backupText(st storage.BackupStats) string {
+	return fmt.Sprintf("%d vPLMs, %d params blobs (%s), %d catalog records", st.VPLMs, st.Blobs, byteSize(uint64(st.BlobBytes)), st.Records)
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -146,8 +151,8 @@ one-voter cluster with the restored catalog; other nodes join it with
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(s)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s in %v: %+v, catalog %s\n", args[0], g.dataDir,
-				time.Since(start).Round(time.Millisecond), st, h)
+			fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s in %v: %s; catalog hash %s\n", args[0], g.dataDir,
+				time.Since(start).Round(time.Millisecond), backupText(st), h)
 			return nil
 		},
 	}

@@ -92,7 +92,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 				}
 				for _, m := range o.methods {
 					if !slices.ContainsFunc(accMethods, func(a accMethod) bool { return a.name == m }) {
-						return usagef("--method %q: want linear, adapter, adapter-all, lora, full or plot", m)
+						return usagef("--method %q: want linear, adapter, adapter-int8, adapter-all, lora, lora-int8, full or plot", m)
 					}
 				}
 				return benchAccuracy(cmd.Context(), g, o, out)
@@ -105,7 +105,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "JSON lines (the only output format today; accepted for scripts)")
 	cmd.Flags().StringSliceVar(&o.backbones, "backbone", []string{"use-lite", "bert-base"}, "forward, serve, train, plot: backbones to measure")
 	cmd.Flags().StringSliceVar(&o.tasks, "task", accTasks, "accuracy, plot: datasets to train on or build tables from (--quick: accuracy imdb and spam, plot imdb)")
-	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, adapter-all, lora, full, plot)")
+	cmd.Flags().StringSliceVar(&o.methods, "method", nil, "accuracy: methods to compare (default all: linear, adapter, adapter-int8, adapter-all, lora, lora-int8, full, plot; the int8 rows reuse the adapter and lora runs, quantised)")
 	cmd.Flags().IntVar(&o.seeds, "seeds", 3, "accuracy: seeds per task and method (--quick: 1)")
 	cmd.Flags().IntVar(&o.maxTrain, "max-train", 0, "accuracy: train on a stratified subset of at most this many training examples (0: all; validation and test stay whole)")
 	cmd.Flags().StringSliceVar(&o.corpus, "corpus", nil, "plot, accuracy: more datasets whose training splits join each task's own in its domain table (for example brown,imdb,yelp,amazon)")
