@@ -1,6 +1,9 @@
 package cluster
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // groupPut turns concurrent PutBlob calls into few synced transactions:
 // Badger syncs its write-ahead log once per transaction, so a thousand
@@ -69,3 +72,17 @@ func (g *groupPut) commitAll() {
 		}
 	}
 }
+
+// putBlobs stores a group of blobs, then lets go of the value log's pages
+// they dirtied: Badger writes through a shared memory map, so every blob
+// written would otherwise stay in the process's resident set (file pages
+// the kernel may reclaim, but that read as RSS). At most once a second.
+func (r *Replica) putBlobs(datas [][]byte) ([]string, error) {
+	ds, err := r.store.PutBlobs(datas)
+	if now := time.Now().UnixNano(); err == nil && now-r.released.Load() > int64(time.Second) {
+		r.released.Store(now)
+		go r.store.ReleasePages()
+	}
+	return ds, err
+}
+

@@ -133,6 +133,7 @@ type Replica struct {
 	closeOnce sync.Once
 	closeErr  error
 	repaired  atomic.Int64 // corrupt or missing blobs fetched from peers
+	released  atomic.Int64 // when putBlobs last released mapped pages (Unix ns)
 }
 
 // StartReplica starts the node's Raft server on the store, bootstrapping a
@@ -199,7 +200,8 @@ func StartReplica(ctx context.Context, cfg RaftConfig, store *storage.Store, cat
 	}
 	rp := &Replica{cfg: cfg, id: id, store: store, cat: cat, fsm: f, raft: r, trans: trans, log: log,
 		hc:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}},
-		puts: groupPut{put: store.PutBlobs}}
+	}
+	rp.puts.put = rp.putBlobs
 	ok := false
 	defer func() {
 		if !ok {
