@@ -85,4 +85,3 @@ func (r *Replica) putBlobs(datas [][]byte) ([]string, error) {
 	}
 	return ds, err
 }
-

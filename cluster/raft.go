@@ -199,7 +199,7 @@ func StartReplica(ctx context.Context, cfg RaftConfig, store *storage.Store, cat
 		return nil, fmt.Errorf("raft: start: %w", err)
 	}
 	rp := &Replica{cfg: cfg, id: id, store: store, cat: cat, fsm: f, raft: r, trans: trans, log: log,
-		hc:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}},
+		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}},
 	}
 	rp.puts.put = rp.putBlobs
 	ok := false
