@@ -81,7 +81,7 @@ func (r *Replica) putBlobs(datas [][]byte) ([]string, error) {
 	ds, err := r.store.PutBlobs(datas)
 	if now := time.Now().UnixNano(); err == nil && now-r.released.Load() > int64(time.Second) {
 		r.released.Store(now)
-		go r.store.ReleasePages()
+		r.store.ReleasePages() // a few ms: reads /proc/self/maps, advises
 	}
 	return ds, err
 }

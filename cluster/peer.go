@@ -240,6 +240,16 @@ func (r *Replica) replicate(ctx context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
+	if len(peers) < members-1 {
+		// A member's address is not applied here yet (it joined a moment
+		// ago): catch up with the leader before choosing holders.
+		if err := r.Sync(ctx); err != nil {
+			return err
+		}
+		if peers, err = r.peers(); err != nil {
+			return err
+		}
+	}
 	rendezvous(peers, digest)
 	copies := 1
 	var errs []error

@@ -116,6 +116,9 @@ func (r *Replica) propose(ctx context.Context, data []byte) (res *applied, ambig
 		if err := ctx.Err(); err != nil {
 			return nil, ambiguous, fmt.Errorf("%w: catalog write: %w", actors.ErrUnavailable, err)
 		}
+		if r.raft.State() == raft.Shutdown {
+			return nil, ambiguous, fmt.Errorf("%w: catalog write: %w", actors.ErrUnavailable, raft.ErrRaftShutdown)
+		}
 		var sent bool
 		if r.IsLeader() {
 			res, sent, err = r.proposeLocal(data)
@@ -141,12 +144,39 @@ func (r *Replica) propose(ctx context.Context, data []byte) (res *applied, ambig
 // errNotLeader: this node cannot take a proposal or read index now.
 var errNotLeader = errors.New("cluster: not the raft leader")
 
+// errAbandoned: the replica closed before Raft answered a future; the
+// entry may still be committed by the next leader.
+var errAbandoned = errors.New("cluster: replica closed before raft answered")
+
+// wait is f.Error(), or errAbandoned once the replica has closed:
+// hashicorp/raft never answers a future still queued (in the buffered
+// apply channel, or committed but not yet handed to the FSM) when it shuts
+// down, and that future's Error blocks forever (hashicorp/raft#498). The
+// goroutine left waiting on such a future is the price.
+func (r *Replica) wait(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-r.closed:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return errAbandoned
+		}
+	}
+}
+
 // proposeLocal submits data to this node's Raft as leader. sent says the
 // entry may be in the log even though err is set.
 func (r *Replica) proposeLocal(data []byte) (*applied, bool, error) {
 	f := r.raft.Apply(data, r.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := r.wait(f); err != nil {
 		switch {
+		case errors.Is(err, errAbandoned):
+			return nil, true, fmt.Errorf("%w: %w", errNotLeader, err)
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
 			errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrRaftShutdown):
 			return nil, false, fmt.Errorf("%w: %w", errNotLeader, err)
@@ -206,6 +236,9 @@ func (r *Replica) Sync(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%w: catalog read: %w", actors.ErrUnavailable, err)
 		}
+		if r.raft.State() == raft.Shutdown {
+			return fmt.Errorf("%w: catalog read: %w", actors.ErrUnavailable, raft.ErrRaftShutdown)
+		}
 		var idx uint64
 		var err error
 		if r.IsLeader() {
@@ -230,8 +263,8 @@ func (r *Replica) Sync(ctx context.Context) error {
 // readIndex is, at the leader, the last entry its catalog applied after a
 // barrier: every write acknowledged before the call is at or below it.
 func (r *Replica) readIndex() (uint64, error) {
-	if err := r.raft.Barrier(r.cfg.ApplyTimeout).Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+	if err := r.wait(r.raft.Barrier(r.cfg.ApplyTimeout)); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, errAbandoned) {
 			return 0, fmt.Errorf("%w: %w", errNotLeader, err)
 		}
 		return 0, err

@@ -132,8 +132,9 @@ type Replica struct {
 
 	closeOnce sync.Once
 	closeErr  error
-	repaired  atomic.Int64 // corrupt or missing blobs fetched from peers
-	released  atomic.Int64 // when putBlobs last released mapped pages (Unix ns)
+	closed    chan struct{} // closed once Raft has shut down
+	repaired  atomic.Int64  // corrupt or missing blobs fetched from peers
+	released  atomic.Int64  // when putBlobs last released mapped pages (Unix ns)
 }
 
 // StartReplica starts the node's Raft server on the store, bootstrapping a
@@ -198,7 +199,7 @@ func StartReplica(ctx context.Context, cfg RaftConfig, store *storage.Store, cat
 		trans.Close()
 		return nil, fmt.Errorf("raft: start: %w", err)
 	}
-	rp := &Replica{cfg: cfg, id: id, store: store, cat: cat, fsm: f, raft: r, trans: trans, log: log,
+	rp := &Replica{cfg: cfg, id: id, store: store, cat: cat, fsm: f, raft: r, trans: trans, log: log, closed: make(chan struct{}),
 		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}},
 	}
 	rp.puts.put = rp.putBlobs
@@ -321,6 +322,10 @@ func (r *Replica) Snapshot() error {
 func (r *Replica) Close() error {
 	r.closeOnce.Do(func() {
 		r.closeErr = r.raft.Shutdown().Error()
+		close(r.closed)
+		// Transport.Close leaves the pooled outbound connections open, and
+		// each keeps a goroutine on the peer blocked reading it.
+		r.trans.CloseStreams()
 		if err := r.trans.Close(); err != nil && r.closeErr == nil {
 			r.closeErr = err
 		}
