@@ -317,8 +317,19 @@ func (r *Replica) GetBlob(digest string) ([]byte, error) {
 
 // PutBlob stores a new params blob here; Apply replicates it before the
 // catalog entry naming it is committed.
-// Concurrent puts share synced transactions.
-func (r *Replica) PutBlob(data []byte) (string, error) { return r.puts.Put(data) }
+// Concurrent puts share synced transactions (storage.Store.PutBlob). Then
+// it lets go of the value log's pages the blob dirtied: Badger writes
+// through a shared memory map, so every blob written would otherwise stay
+// in the process's resident set (file pages the kernel may reclaim, but
+// that read as RSS). At most once a second.
+func (r *Replica) PutBlob(data []byte) (string, error) {
+	d, err := r.store.PutBlob(data)
+	if now := time.Now().UnixNano(); err == nil && now-r.released.Load() > int64(time.Second) {
+		r.released.Store(now)
+		r.store.ReleasePages() // a few ms: reads /proc/self/maps, advises
+	}
+	return d, err
+}
 
 // fetchBlob asks peers, the blob's rendezvous holders first, for a copy
 // that hashes to digest.

@@ -126,7 +126,6 @@ type Replica struct {
 	hc    *http.Client
 	log   *slog.Logger
 
-	puts        groupPut
 	handlerOnce sync.Once
 	handler     http.Handler
 
@@ -202,7 +201,6 @@ func StartReplica(ctx context.Context, cfg RaftConfig, store *storage.Store, cat
 	rp := &Replica{cfg: cfg, id: id, store: store, cat: cat, fsm: f, raft: r, trans: trans, log: log, closed: make(chan struct{}),
 		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}},
 	}
-	rp.puts.put = rp.putBlobs
 	ok := false
 	defer func() {
 		if !ok {

@@ -1,0 +1,98 @@
+package storage
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// blobGroup turns concurrent PutBlob calls into few synced transactions.
+// Badger syncs once per transaction (and its write-ahead log once per
+// request), so two thousand creates a second, each putting its own params
+// blob, would otherwise wait on two thousand syncs. A caller hashes its
+// blob itself (in parallel with the others), queues it, and, when fewer
+// than maxCommitters groups are being committed, commits everything queued
+// (repeating while more arrives); the others wait for their result. No one
+// waits on a timer: a lone put commits at once. Two committers let one
+// group's transaction be built and hashed while the other's is written.
+type blobGroup struct {
+	mu         sync.Mutex
+	pending    []*blobPut
+	committers int
+}
+
+type blobPut struct {
+	d    Digest
+	data []byte
+	err  error
+	done chan struct{}
+}
+
+const (
+	// maxGroupBytes bounds one group's blob bytes (Badger keeps a
+	// transaction's values in memory until it commits).
+	maxGroupBytes = 64 << 20
+	maxCommitters = 2
+)
+
+// putGrouped stores data under d (its digest) with the puts of other
+// goroutines.
+func (s *Store) putGrouped(d Digest, data []byte) error {
+	p := &blobPut{d: d, data: data, done: make(chan struct{})}
+	g := &s.puts
+	g.mu.Lock()
+	g.pending = append(g.pending, p)
+	lead := g.committers < maxCommitters
+	if lead {
+		g.committers++
+	}
+	g.mu.Unlock()
+	if lead {
+		s.commitGroups()
+	}
+	<-p.done
+	return p.err
+}
+
+// commitGroups commits queued puts, a group at a time, until none is left.
+func (s *Store) commitGroups() {
+	g := &s.puts
+	for {
+		g.mu.Lock()
+		n, size := 0, 0
+		for n < len(g.pending) && (n == 0 || size+len(g.pending[n].data) <= maxGroupBytes) {
+			size += len(g.pending[n].data)
+			n++
+		}
+		if n == 0 {
+			g.committers--
+			g.pending = nil
+			g.mu.Unlock()
+			return
+		}
+		group := g.pending[:n:n]
+		g.pending = g.pending[n:]
+		g.mu.Unlock()
+		err := s.commitGroup(group)
+		for _, p := range group {
+			p.err = err
+			close(p.done)
+		}
+	}
+}
+
+func (s *Store) commitGroup(group []*blobPut) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	err := updateChunked(s.db, len(group), func(txn *badger.Txn, i int) error {
+		return s.putBlobTxn(txn, group[i].d, group[i].data, false)
+	})
+	if err != nil {
+		return fmt.Errorf("storage: put %d blobs: %w", len(group), err)
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestPutBlobConcurrent: many goroutines putting blobs at once (some the
+// same bytes) each get their digest back, every blob reads back whole,
+// and the grouped commits leave no committer behind (a later lone put
+// commits at once).
+func TestPutBlobConcurrent(t *testing.T) {
+	s, err := Open(DefaultOptions(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 300
+	blob := func(i int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("blob %d;", i%250)), 2000) }
+	digests := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := s.PutBlob(blob(i))
+			if err != nil {
+				t.Error(err)
+			}
+			digests[i] = d
+		}()
+	}
+	wg.Wait()
+	for i, d := range digests {
+		if want := string(digestOf(blob(i))); d != want {
+			t.Fatalf("put %d: digest %s, want %s", i, d, want)
+		}
+		got, err := s.GetBlob(d)
+		if err != nil || !bytes.Equal(got, blob(i)) {
+			t.Fatalf("blob %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	// A committer answers its group before it looks for more work: give
+	// it a moment to find none and leave.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.puts.mu.Lock()
+		c, p := s.puts.committers, len(s.puts.pending)
+		s.puts.mu.Unlock()
+		if c == 0 && p == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the puts: %d committers, %d pending", c, p)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := s.PutBlob([]byte("lone")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := s.PutBlob([]byte("closed")); err == nil {
+		t.Fatal("PutBlob on a closed store succeeded")
+	}
+}
