@@ -41,6 +41,7 @@ type benchOpts struct {
 	models      int
 	concurrency int
 	densityDir  string
+	precision   string
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -114,7 +115,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&o.noLOO, "no-leave-one-out", false, "accuracy: plot mode trains on the table as it is, every training n-gram found (the trainer reads it leave-one-out)")
 	cmd.Flags().BoolVar(&o.withTest, "table-with-test", false, "plot, accuracy: also build each task's domain table from its test split's texts (unlabelled): full coverage, the upper bound of what a bigger corpus buys")
 	cmd.Flags().IntVar(&o.models, "models", 0, "density: vPLMs to create (default 100000; --quick: 2000)")
-	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "density: creates in flight at once")
+	cmd.Flags().IntVar(&o.concurrency, "concurrency", 512, "density: creates in flight at once (clients of one node)")
+	cmd.Flags().StringVar(&o.precision, "precision", "fp16", "density: how the vPLMs' params are stored: fp16 or int8")
 	cmd.Flags().StringVar(&o.densityDir, "dir", "", "density: where the throwaway data directory goes (default: the system temp directory)")
 	cmd.Flags().StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	addServeFlags(cmd.Flags(), &o.serve)

@@ -41,6 +41,7 @@ import (
 type densityLine struct {
 	Bench        string  `json:"bench"`
 	Backbone     string  `json:"backbone"`
+	Precision    string  `json:"precision"`
 	Models       int     `json:"models"`
 	CreatePerS   float64 `json:"create_per_s"`
 	DiskPerVPLM  int64   `json:"disk_bytes_per_vplm"`
@@ -137,6 +138,10 @@ func benchDensity(ctx context.Context, g *globals, o *benchOpts, w io.Writer) er
 	if n < 1 || o.concurrency < 1 || o.concurrency > 4096 {
 		return usagef("--models %d and --concurrency %d: want >= 1 and 1..4096", n, o.concurrency)
 	}
+	prec, err := model.ParsePrecision(o.precision)
+	if err != nil {
+		return usagef("--precision %q: want fp16 or int8", o.precision)
+	}
 	base := o.densityDir
 	if base == "" {
 		base = os.TempDir()
@@ -176,7 +181,7 @@ func benchDensity(ctx context.Context, g *globals, o *benchOpts, w io.Writer) er
 				}
 				v, err := d.node.Service().Create(ctx, actors.CreateSpec{
 					ID: fmt.Sprintf("m%07d", i), Tenant: fmt.Sprintf("t%03d", i%tenants), Task: smilepb.Task_TASK_CLASSIFY,
-					Labels: []string{"neg", "pos"}, Adapter: model.AdapterBottleneck, Rank: 64, Layers: []int{top},
+					Labels: []string{"neg", "pos"}, Adapter: model.AdapterBottleneck, Rank: 64, Layers: []int{top}, Precision: prec,
 				})
 				if err != nil {
 					failed.Add(1)
@@ -230,7 +235,7 @@ func benchDensity(ctx context.Context, g *globals, o *benchOpts, w io.Writer) er
 		return fmt.Errorf("bench density: %d vPLMs in the catalog after restart, want %d (%v)", c, n, err)
 	}
 	return emit(w, densityLine{
-		Bench: "density", Backbone: "use-lite", Models: n, CreatePerS: round(float64(n)/createS, 1),
+		Bench: "density", Backbone: "use-lite", Precision: prec.String(), Models: n, CreatePerS: round(float64(n)/createS, 1),
 		DiskPerVPLM: disk / int64(n), RSSBytes: rss.total, RSSAnon: rss.anon, RSSFile: rss.file, RestartS: round(restartS, 3), ParamsBytes: paramsBytes.Load(),
 		DiskBytes: disk, Concurrency: o.concurrency, Tenants: tenants, CreateS: round(createS, 2),
 		RestartOpenS: round(openS, 3), Synced: true, Date: time.Now().UTC().Format(time.RFC3339),
