@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -208,4 +209,32 @@ func BenchmarkApplyEntries(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "creates/s")
+}
+
+// TestDeleteRecreateKeepsBlob: a create of id x racing a delete of x. The
+// create's blob (the same bytes: Service.Create seeds a new vPLM's params
+// from its id) is already stored and referenced when the create puts and
+// replicates it; the delete then drops the count to zero and the create
+// commits after it. The blob must still be there: a count that reaches
+// zero hands the blob to GC instead of deleting it in the state machine.
+func TestDeleteRecreateKeepsBlob(t *testing.T) {
+	s, _ := openTest(t)
+	c := NewCatalog(s)
+	d := mustPut(t, s, "params-of-x")
+	mustEntries(t, c, Entry{Index: 1, Cmds: []*smilepb.CatalogCommand{createCmd("x", "acme", d)}})
+	if _, err := s.PutBlob([]byte("params-of-x")); err != nil {
+		t.Fatal(err)
+	}
+	mustEntries(t, c, Entry{Index: 2, Cmds: []*smilepb.CatalogCommand{deleteCmd("x")}})
+	mustEntries(t, c, Entry{Index: 3, Cmds: []*smilepb.CatalogCommand{createCmd("x", "acme", d)}})
+	if _, err := s.GetBlob(d); err != nil {
+		t.Fatalf("committed vPLM x references blob %s: %v", d, err)
+	}
+	// Referenced again: GC keeps it whatever the grace.
+	if _, err := s.GC(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetBlob(d); err != nil {
+		t.Fatalf("GC swept a referenced blob: %v", err)
+	}
 }

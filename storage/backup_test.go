@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -58,8 +59,11 @@ func TestBackupRestore(t *testing.T) {
 	}
 	// The restored store works as any other.
 	mustApply(t, dc, deleteCmd("big"))
+	if _, err := dst.GC(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
 	if ok, _ := dst.HasBlob(d); ok {
-		t.Fatal("blob survived its last vPLM")
+		t.Fatal("blob survived its last vPLM and a GC")
 	}
 	if _, err := dst.RestoreBackup(bytes.NewReader(b)); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("restore into a non-empty store: %v", err)

@@ -46,8 +46,8 @@ func NewCatalog(s *Store) *Catalog { return &Catalog{s: s} }
 //   - Create: ErrExists if the id is taken; ErrMissingBlob unless the params
 //     blob is stored; the version is set to 1; created and updated times are
 //     filled in only when zero.
-//   - Delete: ErrNotFound; the params blob is deleted with the entry when no
-//     other vPLM uses it.
+//   - Delete: ErrNotFound; the params blob is handed to GC (a pending
+//     marker) when no other vPLM uses it.
 //   - NewVersion: ErrNotFound; ErrConflict unless version is the current one
 //     plus one; ErrMissingBlob unless the new blob is stored.
 //   - PutTenant: creates or replaces the tenant (quotas are checked at the
@@ -149,7 +149,13 @@ func (c *Catalog) applyChunk(steps []step, o applyOpts) (int, error) {
 				*st.out, *st.err = nil, err
 				continue
 			}
-			if err := p.write(txn); err != nil {
+			err = p.write(txn)
+			for _, pb := range p.pend {
+				if err == nil {
+					err = txn.Set(pendingKey(pb.d), encodePending(c.s.now(), pb.size))
+				}
+			}
+			if err != nil {
 				txn.Discard()
 				if errors.Is(err, badger.ErrTxnTooBig) && n > 0 {
 					// Command n's writes are half in: redo the ones before it alone.
@@ -191,6 +197,15 @@ type change struct {
 	sets []kv
 	dels [][]byte
 	vplm *smilepb.VPLM
+	// pend are blobs left without references: they get GC's pending
+	// marker, dated by the applying node (node-local, outside the
+	// replicated keyspace).
+	pend []pendingBlob
+}
+
+type pendingBlob struct {
+	d    Digest
+	size uint64
 }
 
 type kv struct{ k, v []byte }
@@ -272,7 +287,7 @@ func planCreate(txn *badger.Txn, v *smilepb.VPLM, o applyOpts) (*change, error) 
 	}
 	ch.set(key(prefixIndex, nv.Tenant, nv.Id), nil)
 	putUsage(ch, nv.Tenant, u)
-	if err := addRef(txn, ch, d, +1); err != nil {
+	if err := addRef(txn, ch, d, +1, 0); err != nil {
 		return nil, err
 	}
 	return ch, nil
@@ -355,7 +370,7 @@ func planDelete(txn *badger.Txn, id string) (*change, error) {
 	ch.del(key(prefixIndex, old.Tenant, id))
 	putUsage(ch, old.Tenant, u)
 	if d, err := ParseDigest(old.ParamsDigest); err == nil {
-		if err := addRef(txn, ch, d, -1); err != nil {
+		if err := addRef(txn, ch, d, -1, old.ParamsBytes); err != nil {
 			return nil, err
 		}
 	}
@@ -396,11 +411,11 @@ func planNewVersion(txn *badger.Txn, nv *smilepb.NewVersion, o applyOpts) (*chan
 	}
 	putUsage(ch, old.Tenant, u)
 	if string(d) != old.ParamsDigest {
-		if err := addRef(txn, ch, d, +1); err != nil {
+		if err := addRef(txn, ch, d, +1, 0); err != nil {
 			return nil, err
 		}
 		if od, err := ParseDigest(old.ParamsDigest); err == nil {
-			if err := addRef(txn, ch, od, -1); err != nil {
+			if err := addRef(txn, ch, od, -1, old.ParamsBytes); err != nil {
 				return nil, err
 			}
 		}
@@ -450,10 +465,10 @@ func paramsDigest(txn *badger.Txn, s string, local bool) (Digest, error) {
 }
 
 // addRef plans a change of blob d's reference count by delta; a count that
-// reaches zero takes the blob (where this node has it) with it. Reads see earlier commands of the
+// reaches zero hands the blob to GC (a pending marker). Reads see earlier commands of the
 // same transaction, not earlier refs of the same change, so a change
 // touches each digest at most once.
-func addRef(txn *badger.Txn, ch *change, d Digest, delta int64) error {
+func addRef(txn *badger.Txn, ch *change, d Digest, delta int64, size uint64) error {
 	n, err := getCount(txn, refKey(d))
 	if err != nil {
 		return err
@@ -462,8 +477,13 @@ func addRef(txn *badger.Txn, ch *change, d Digest, delta int64) error {
 	case m > 0:
 		ch.set(refKey(d), binary.BigEndian.AppendUint64(nil, uint64(m)))
 	default:
+		// The blob is not deleted here but handed to GC (a pending marker,
+		// node-local): a create of the same bytes may be on its way (a
+		// vPLM deleted and created again with the same id has the same
+		// initial params), its blob already replicated and this very
+		// blob; deleting it now would commit that create without params.
 		ch.del(refKey(d))
-		ch.del(blobKey(d))
+		ch.pend = append(ch.pend, pendingBlob{d, size})
 	}
 	return nil
 }

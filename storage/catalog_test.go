@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -238,8 +239,16 @@ func TestCatalogDelete(t *testing.T) {
 	if _, err := c.Get("c"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get after delete: %v", err)
 	}
+	// The blob stays until GC (a create of the same bytes may be on its
+	// way), then goes.
+	if ok, _ := s.HasBlob(own); !ok {
+		t.Fatal("a deleted vPLM's blob went before GC")
+	}
+	if _, err := s.GC(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
 	if ok, _ := s.HasBlob(own); ok {
-		t.Fatal("a deleted vPLM's own blob must go with it")
+		t.Fatal("a deleted vPLM's own blob must go with GC")
 	}
 	mustApply(t, c, deleteCmd("a"))
 	if ok, _ := s.HasBlob(shared); !ok {
@@ -249,8 +258,8 @@ func TestCatalogDelete(t *testing.T) {
 		t.Fatalf("DeleteBlob of a referenced blob: %v", err)
 	}
 	mustApply(t, c, deleteCmd("b"))
-	if ok, _ := s.HasBlob(shared); ok {
-		t.Fatal("blob must go with its last vPLM")
+	if !hasPending(t, s, shared) {
+		t.Fatal("blob must be handed to GC with its last vPLM")
 	}
 	if vs, err := c.List("t", "", 0); err != nil || len(vs) != 0 {
 		t.Fatalf("List after deletes: %v %v", vs, err)
@@ -291,8 +300,8 @@ func TestCatalogNewVersion(t *testing.T) {
 	if v.Version != 2 || v.ParamsDigest != d2 || v.ParamsBytes != 42 || v.UpdatedUnixMs != 2000 || v.Labels[1] != "spam" {
 		t.Fatalf("after NewVersion: %v", v)
 	}
-	if ok, _ := s.HasBlob(d1); ok {
-		t.Fatal("the old version's blob, used by no vPLM, must be deleted")
+	if !hasPending(t, s, d1) {
+		t.Fatal("the old version's blob, used by no vPLM, must be handed to GC")
 	}
 	if n := refCount(t, s, d2); n != 2 {
 		t.Fatalf("refcount of shared blob %d, want 2", n)
@@ -424,9 +433,9 @@ func TestCatalogApplyBatch(t *testing.T) {
 		deleteCmd("a"),
 		putTenantCmd(&smilepb.Tenant{Name: "t", Weight: 1}),
 		createCmd("c", "t", d3),
-		createCmd("d", "t", d1), // d1 went when a moved off it
+		createCmd("d", "t", d1), // d1 stays for GC when a moves off it: a create may use it again
 	}
-	want := []error{nil, ErrExists, nil, ErrMissingBlob, nil, ErrNotFound, nil, nil, ErrMissingBlob}
+	want := []error{nil, ErrExists, nil, ErrMissingBlob, nil, ErrNotFound, nil, nil, nil}
 	out, errs := c.ApplyBatch(cmds)
 	for i := range cmds {
 		if !errors.Is(errs[i], want[i]) || (want[i] == nil) != (errs[i] == nil) {
@@ -440,13 +449,14 @@ func TestCatalogApplyBatch(t *testing.T) {
 		t.Errorf("versions: %v %v", out[2], out[4])
 	}
 	ids, _ := c.List("", "", 0)
-	if len(ids) != 1 || ids[0].Id != "c" {
+	if len(ids) != 2 || ids[0].Id != "c" || ids[1].Id != "d" {
 		t.Fatalf("after batch: %v", ids)
 	}
-	for _, d := range []string{d1, d2} {
-		if ok, _ := s.HasBlob(d); ok {
-			t.Errorf("blob %s, used by no vPLM, still stored", d)
-		}
+	if n := refCount(t, s, d1); n != 1 {
+		t.Errorf("refcount of %s: %d, want 1 (d)", d1, n)
+	}
+	if !hasPending(t, s, d2) {
+		t.Errorf("blob %s, used by no vPLM, not handed to GC", d2)
 	}
 	if n := refCount(t, s, d3); n != 1 {
 		t.Errorf("refcount %d, want 1", n)
@@ -589,6 +599,9 @@ func TestCatalogConcurrent(t *testing.T) {
 		})
 	}
 	wg2.Wait()
+	if _, err := s.GC(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
 	for _, v := range vs {
 		if ok, _ := s.HasBlob(v.ParamsDigest); ok {
 			t.Fatalf("blob %s of deleted %s still stored", v.ParamsDigest, v.Id)
@@ -631,4 +644,21 @@ func BenchmarkCatalogGet(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "us/get")
+}
+
+// hasPending reports whether blob d carries GC's pending marker.
+func hasPending(t *testing.T, s *Store, d string) bool {
+	t.Helper()
+	pd, err := ParseDigest(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok bool
+	if err := s.view(func(txn *badger.Txn) (err error) {
+		ok, err = has(txn, pendingKey(pd))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }

@@ -51,9 +51,9 @@
 // the catalog), GC markers, the Raft log and stable store, training and
 // PLOT records. A reference count is changed in the same transaction as
 // the catalog command that changes it; when it reaches zero (Delete, or a
-// NewVersion that moves off the blob) the blob is deleted with it. Blobs
-// put but never committed to the catalog are swept by GC after a grace
-// period.
+// NewVersion that moves off the blob) the blob gets a GC pending marker.
+// Those blobs, and blobs put but never committed to the catalog, are swept
+// by GC after a grace period.
 //
 // # Locks
 //

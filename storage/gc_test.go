@@ -76,10 +76,25 @@ func TestGC(t *testing.T) {
 	if n := countPrefix(t, s, prefixPending); n != 0 {
 		t.Fatalf("%d markers left", n)
 	}
-	// A delete that drops the count to zero deletes the blob itself.
+	// A delete that drops the count to zero hands the blob to GC.
 	mustApply(t, c, deleteCmd("late"))
+	if ok, _ := s.HasBlob(d); !ok {
+		t.Fatal("blob went before GC")
+	}
+	if n := countPrefix(t, s, prefixPending); n != 1 {
+		t.Fatalf("%d markers after the last delete, want 1", n)
+	}
+	if _, err := s.GC(context.Background(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.HasBlob(d); !ok {
+		t.Fatal("blob swept within its grace period")
+	}
+	if _, err := s.GC(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
 	if ok, _ := s.HasBlob(d); ok {
-		t.Fatal("blob survived its last vPLM")
+		t.Fatal("blob survived its last vPLM and a GC")
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
