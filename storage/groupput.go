@@ -11,11 +11,14 @@ import (
 // Badger syncs once per transaction (and its write-ahead log once per
 // request), so two thousand creates a second, each putting its own params
 // blob, would otherwise wait on two thousand syncs. A caller hashes its
-// blob itself (in parallel with the others), queues it, and, when fewer
-// than maxCommitters groups are being committed, commits everything queued
-// (repeating while more arrives); the others wait for their result. No one
-// waits on a timer: a lone put commits at once. Two committers let one
-// group's transaction be built and hashed while the other's is written.
+// blob itself (in parallel with the others) and queues it. While fewer
+// than maxCommitters groups are being committed, a caller becomes a
+// committer: it commits what is queued, a group at a time, until its own
+// put is done, and then hands the role to the oldest waiter (or gives it
+// up when nothing waits), so no caller is held to commit others' blobs
+// for long. No one waits on a timer: a lone put commits at once. Two
+// committers let one group's transaction be built while the other's is
+// written.
 type blobGroup struct {
 	mu         sync.Mutex
 	pending    []*blobPut
@@ -27,6 +30,7 @@ type blobPut struct {
 	data []byte
 	err  error
 	done chan struct{}
+	lead chan struct{} // a committer hands its role over here (buffered)
 }
 
 const (
@@ -39,7 +43,7 @@ const (
 // putGrouped stores data under d (its digest) with the puts of other
 // goroutines.
 func (s *Store) putGrouped(d Digest, data []byte) error {
-	p := &blobPut{d: d, data: data, done: make(chan struct{})}
+	p := &blobPut{d: d, data: data, done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	g := &s.puts
 	g.mu.Lock()
 	g.pending = append(g.pending, p)
@@ -49,17 +53,37 @@ func (s *Store) putGrouped(d Digest, data []byte) error {
 	}
 	g.mu.Unlock()
 	if lead {
-		s.commitGroups()
+		s.commitGroups(p)
+		<-p.done
+		return p.err
 	}
-	<-p.done
+	select {
+	case <-p.done:
+		// Handed the role as the put completed: take it, to pass it on.
+		select {
+		case <-p.lead:
+			s.commitGroups(p)
+		default:
+		}
+	case <-p.lead:
+		s.commitGroups(p)
+		<-p.done
+	}
 	return p.err
 }
 
-// commitGroups commits queued puts, a group at a time, until none is left.
-func (s *Store) commitGroups() {
+// commitGroups commits queued puts, a group at a time, until own is done;
+// then it hands the committer role to the oldest waiting put, or gives it
+// up when none waits.
+func (s *Store) commitGroups(own *blobPut) {
 	g := &s.puts
 	for {
 		g.mu.Lock()
+		if isClosed(own.done) && len(g.pending) > 0 {
+			g.pending[0].lead <- struct{}{} // buffered; only the role's holder sends
+			g.mu.Unlock()
+			return
+		}
 		n, size := 0, 0
 		for n < len(g.pending) && (n == 0 || size+len(g.pending[n].data) <= maxGroupBytes) {
 			size += len(g.pending[n].data)
@@ -79,6 +103,15 @@ func (s *Store) commitGroups() {
 			p.err = err
 			close(p.done)
 		}
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -2,8 +2,10 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -64,5 +66,43 @@ func TestPutBlobConcurrent(t *testing.T) {
 	s.Close()
 	if _, err := s.PutBlob([]byte("closed")); err == nil {
 		t.Fatal("PutBlob on a closed store succeeded")
+	}
+}
+
+// TestPutBlobCommitterHandsOver: under steady load from many goroutines,
+// no PutBlob call is held long committing other callers' groups: a
+// committer hands its role over once its own put is done. (Before it did,
+// the first committer stayed for as long as puts kept coming: 0.65–1 s
+// calls in 3 s runs; now tens of milliseconds.)
+func TestPutBlobCommitterHandsOver(t *testing.T) {
+	s, _ := openTest(t)
+	var (
+		stop    atomic.Bool
+		seq     atomic.Uint64
+		slowest atomic.Int64
+		wg      sync.WaitGroup
+	)
+	for range 64 {
+		wg.Go(func() {
+			buf := make([]byte, 8<<10)
+			for !stop.Load() {
+				binary.LittleEndian.PutUint64(buf, seq.Add(1))
+				t0 := time.Now()
+				if _, err := s.PutBlob(buf); err != nil {
+					t.Error(err)
+					return
+				}
+				if d := int64(time.Since(t0)); d > slowest.Load() {
+					slowest.Store(d)
+				}
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d puts, slowest %v", seq.Load(), time.Duration(slowest.Load()))
+	if d := time.Duration(slowest.Load()); d > 400*time.Millisecond {
+		t.Errorf("a PutBlob call took %v: held committing others' groups", d)
 	}
 }
