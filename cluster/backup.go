@@ -18,13 +18,22 @@ func (r *Replica) Backup(ctx context.Context, w io.Writer) (storage.BackupStats,
 	if err := r.Sync(ctx); err != nil {
 		return storage.BackupStats{}, err
 	}
-	missing, err := r.store.MissingBlobs(0)
-	if err != nil {
-		return storage.BackupStats{}, err
-	}
-	for _, d := range missing {
-		if _, err := r.GetBlob(d); err != nil {
-			return storage.BackupStats{}, fmt.Errorf("backup: blob %s: %w", d, err)
+	// Until none is missing: a create committed meanwhile may name a blob
+	// this node does not hold. One committed between the last check and
+	// the backup's read transaction fails the backup (ErrMissingBlob, a
+	// truncated stream that restore refuses): run it again.
+	for round := 0; ; round++ {
+		missing, err := r.store.MissingBlobs(0)
+		if err != nil {
+			return storage.BackupStats{}, err
+		}
+		if len(missing) == 0 || round == 5 {
+			break
+		}
+		for _, d := range missing {
+			if _, err := r.GetBlob(d); err != nil {
+				return storage.BackupStats{}, fmt.Errorf("backup: blob %s: %w", d, err)
+			}
 		}
 	}
 	return r.store.Backup(w)

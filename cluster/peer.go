@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -253,15 +256,25 @@ func (r *Replica) replicate(ctx context.Context, digest string) error {
 	rendezvous(peers, digest)
 	copies := 1
 	var errs []error
-	for _, p := range peers {
-		if copies == want {
-			break
+	// Push to as many holders as are missing at once; a peer that fails
+	// (down, unreachable: dials time out in seconds) is replaced by the
+	// next in rendezvous order.
+	for next := 0; copies < want && next < len(peers); {
+		wave := peers[next:min(next+want-copies, len(peers))]
+		next += len(wave)
+		werrs := make([]error, len(wave))
+		var wg sync.WaitGroup
+		for i, p := range wave {
+			wg.Go(func() { werrs[i] = r.pushBlob(ctx, p, digest, data) })
 		}
-		if err := r.pushBlob(ctx, p, digest, data); err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %w", p.GetId(), err))
-			continue
+		wg.Wait()
+		for i, err := range werrs {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("node %s: %w", wave[i].GetId(), err))
+				continue
+			}
+			copies++
 		}
-		copies++
 	}
 	if copies < want {
 		if copies < 2 {
@@ -277,7 +290,7 @@ func (r *Replica) pushBlob(ctx context.Context, n *smilepb.NodeInfo, digest stri
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	resp, err := r.do(cctx, http.MethodPut, n.GetApiAddr(), routeBlobs+d.Hex(), data, "application/octet-stream")
 	if err != nil {
@@ -394,8 +407,11 @@ func (r *Replica) newHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", r.serveStatus)
 	mux.HandleFunc("GET /v1/admin/backup", r.serveBackup)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if r.cfg.Secret != "" && len(req.URL.Path) > 10 && req.URL.Path[:10] == "/internal/" &&
-			req.Header.Get(secretHeader) != r.cfg.Secret {
+		// The internal routes and the backup (every tenant's params) need
+		// the cluster key when one is set; the status page does not.
+		guarded := strings.HasPrefix(req.URL.Path, "/internal/") || req.URL.Path == "/v1/admin/backup"
+		if guarded && r.cfg.Secret != "" &&
+			subtle.ConstantTimeCompare([]byte(req.Header.Get(secretHeader)), []byte(r.cfg.Secret)) != 1 {
 			http.Error(w, "cluster key missing or wrong", http.StatusForbidden)
 			return
 		}
@@ -405,8 +421,11 @@ func (r *Replica) newHandler() http.Handler {
 
 // IsInternal reports whether path is served by Replica.Handler.
 func IsInternal(path string) bool {
-	return len(path) >= 10 && path[:10] == "/internal/" || path == "/v1/cluster" || path == "/v1/admin/backup"
+	return strings.HasPrefix(path, "/internal/") || path == "/v1/cluster" || path == "/v1/admin/backup"
 }
+
+// SecretHeader is the header that carries the cluster key.
+const SecretHeader = secretHeader
 
 func (r *Replica) serveApply(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxBatchBytes))
@@ -542,7 +561,9 @@ func (r *Replica) serveStatus(w http.ResponseWriter, req *http.Request) {
 	}
 	if req.URL.Query().Get("hash") == "1" {
 		// The hash of this node's catalog once it holds every committed write.
-		if err := r.Sync(req.Context()); err != nil {
+		ctx, cancel := context.WithTimeout(req.Context(), 30*time.Second)
+		defer cancel()
+		if err := r.Sync(ctx); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

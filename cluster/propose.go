@@ -51,12 +51,23 @@ func (r *Replica) ApplyBatch(ctx context.Context, cmds []*smilepb.CatalogCommand
 		return out, errs
 	}
 	res, ambiguous, err := r.propose(ctx, data)
+	if err == nil && (len(res.errs) != len(send) || len(res.vplms) > len(send)) {
+		// A leader that could not read the entry answers one error for it.
+		if len(res.errs) == 1 && res.errs[0] != nil {
+			err = res.errs[0]
+		} else {
+			err = fmt.Errorf("%w: the leader answered %d results for %d commands", actors.ErrInternal, len(res.errs), len(send))
+		}
+	}
 	for j, i := range at {
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		out[i], errs[i] = res.vplms[j], res.errs[j]
+		if j < len(res.vplms) {
+			out[i] = res.vplms[j]
+		}
+		errs[i] = res.errs[j]
 		if ambiguous && errs[i] != nil {
 			out[i], errs[i] = r.settle(ctx, send[j], errs[i])
 		}
@@ -347,8 +358,10 @@ func (r *Replica) addServer(ctx context.Context, n *smilepb.NodeInfo) error {
 	if err := storage.ValidID(n.GetId()); err != nil {
 		return fmt.Errorf("%w: node id: %w", storage.ErrInvalid, err)
 	}
-	if n.GetRaftAddr() == "" || n.GetApiAddr() == "" {
-		return fmt.Errorf("%w: node %q without addresses", storage.ErrInvalid, n.GetId())
+	for _, a := range []string{n.GetRaftAddr(), n.GetApiAddr()} {
+		if err := dialable(a); err != nil {
+			return fmt.Errorf("%w: node %q: %w", storage.ErrInvalid, n.GetId(), err)
+		}
 	}
 	cf := r.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {

@@ -102,6 +102,9 @@ func (c RaftConfig) Validate() error {
 			return fmt.Errorf("%w: raft: node id: %w", actors.ErrBadConfig, err)
 		}
 	}
+	if err := dialable(c.APIAddr); err != nil {
+		return fmt.Errorf("%w: raft: API address: %w (set --advertise-addr)", actors.ErrBadConfig, err)
+	}
 	if c.Join != "" {
 		if _, _, err := net.SplitHostPort(c.Join); err != nil {
 			return fmt.Errorf("%w: raft: join address %q: %w", actors.ErrBadConfig, c.Join, err)
@@ -199,7 +202,12 @@ func StartReplica(ctx context.Context, cfg RaftConfig, store *storage.Store, cat
 		return nil, fmt.Errorf("raft: start: %w", err)
 	}
 	rp := &Replica{cfg: cfg, id: id, store: store, cat: cat, fsm: f, raft: r, trans: trans, log: log, closed: make(chan struct{}),
-		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}},
+		// A peer that is down or cut off must cost seconds, not a
+		// request's whole deadline: dials and headers time out.
+		hc: &http.Client{Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute, ResponseHeaderTimeout: time.Minute,
+		}},
 	}
 	ok := false
 	defer func() {
@@ -213,10 +221,20 @@ func StartReplica(ctx context.Context, cfg RaftConfig, store *storage.Store, cat
 		if err := bf.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return nil, fmt.Errorf("raft: bootstrap: %w", err)
 		}
-	case cfg.Join != "":
+	case cfg.Join != "" && !hasState:
 		if err := rp.join(ctx); err != nil {
 			return nil, err
 		}
+	case cfg.Join != "":
+		// A member restarting with its first command line: it is in the
+		// configuration already, and the member it names may be the one
+		// that is down. Asking again updates its addresses where they
+		// changed; without an answer, Raft finds the others.
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := rp.join(jctx); err != nil {
+			log.Warn("rejoin through --join failed; going on with the known members", "join", cfg.Join, "err", err)
+		}
+		cancel()
 	}
 	if err := rp.register(ctx); err != nil {
 		return nil, err
@@ -224,6 +242,23 @@ func StartReplica(ctx context.Context, cfg RaftConfig, store *storage.Store, cat
 	ok = true
 	log.Info("catalog replica started", "id", id, "raft", trans.LocalAddr(), "leader", rp.leaderID(), "existing_state", hasState)
 	return rp, nil
+}
+
+// dialable checks that peers can dial addr: host:port with a host that is
+// not empty or unspecified (0.0.0.0, ::), which every peer would dial as
+// itself.
+func dialable(addr string) error {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if h == "" || p == "" || p == "0" {
+		return fmt.Errorf("%q: no host or port", addr)
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("%q: the unspecified address is no address to dial", addr)
+	}
+	return nil
 }
 
 // nodeID is the configured id, or the one kept in Dir/node-id.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/smile-vplm/smile/cluster"
 	"github.com/smile-vplm/smile/storage"
 )
 
@@ -33,6 +34,9 @@ they are rebuilt. Restore it with ` + "`smile restore FILE`" + `.`,
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+sf.server+"/v1/admin/backup", nil)
 			if err != nil {
 				return usagef("--server %q: %v", sf.server, err)
+			}
+			if k := os.Getenv("SMILE_CLUSTER_KEY"); k != "" {
+				req.Header.Set(cluster.SecretHeader, k)
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

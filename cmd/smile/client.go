@@ -496,8 +496,8 @@ func newTenantCmd() *cobra.Command {
 		show bool
 	)
 	cmd := &cobra.Command{
-		Use:   "tenant NAME [--weight W] [--max-inflight N] [--rate R] [--burst B] [--max-vplms N] [--max-bytes B] | tenant NAME --show",
-		Short: "Set a tenant's share of the devices, its limits and quotas (or --show them with its usage)",
+		Use:   "tenant NAME [--weight W] [--max-inflight N] [--rate R] [--burst B] [--max-vplms N] [--max-bytes B] | tenant NAME [--show]",
+		Short: "Set a tenant's share of the devices, its limits and quotas (those not given keep their values); without them, show them with the usage",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Weight <= 0 || req.MaxInflight < 0 || req.RatePerSec < 0 || req.Burst < 0 {
@@ -506,6 +506,39 @@ func newTenantCmd() *cobra.Command {
 			c, err := sf.client()
 			if err != nil {
 				return err
+			}
+			settings := []string{"weight", "max-inflight", "rate", "burst", "max-vplms", "max-bytes"}
+			changed := false
+			for _, f := range settings {
+				changed = changed || cmd.Flags().Changed(f)
+			}
+			if show && changed {
+				return usagef("tenant: --show prints the settings; it does not take new ones")
+			}
+			// Without settings to change, the command shows the tenant.
+			show = show || !changed
+			if !show && changed {
+				// Settings not given keep their stored values: a PUT
+				// replaces them all.
+				cur, err := c.Tenant(cmd.Context(), args[0])
+				if err != nil {
+					return c.check(err)
+				}
+				for _, k := range []struct {
+					flag string
+					set  func()
+				}{
+					{"weight", func() { req.Weight = cur.Weight }},
+					{"max-inflight", func() { req.MaxInflight = cur.MaxInflight }},
+					{"rate", func() { req.RatePerSec = cur.RatePerSec }},
+					{"burst", func() { req.Burst = cur.Burst }},
+					{"max-vplms", func() { req.MaxVPLMs = cur.MaxVPLMs }},
+					{"max-bytes", func() { req.MaxBytes = cur.MaxBytes }},
+				} {
+					if !cmd.Flags().Changed(k.flag) {
+						k.set()
+					}
+				}
 			}
 			if show {
 				t, err := c.Tenant(cmd.Context(), args[0])

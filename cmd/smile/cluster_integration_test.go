@@ -300,6 +300,12 @@ func TestBackupRestore(t *testing.T) {
 	if !strings.Contains(out, "3 vPLMs (quota 3)") {
 		t.Errorf("tenant --show: %q", out)
 	}
+	// A setting given alone keeps the others (the quota among them).
+	runSmileEnv(t, bin, srcData, []string{env}, 0, "tenant", "acme", "--weight", "2")
+	if out, _ = runSmileEnv(t, bin, srcData, []string{env}, 0, "tenant", "acme"); !strings.Contains(out, "weight 2, 3 vPLMs (quota 3)") {
+		t.Errorf("tenant after --weight 2: %q", out)
+	}
+	runSmileEnv(t, bin, srcData, []string{env}, 2, "tenant", "acme", "--show", "--weight", "3")
 	m8, err := c.Get(ctx, "int8")
 	if err != nil || m8.Precision != "int8" || m8.ParamsBytes == 0 {
 		t.Fatalf("int8 vPLM: %+v, %v", m8, err)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,15 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err := node.Validate(); err != nil {
 				return &usageError{err}
 			}
+			// A blob is swept only after the grace: it must outlast the
+			// time from a create's put to its commit, or an answered create
+			// could name a swept blob.
+			if gcEvery < 0 || gcEvery > 0 && gcGrace < time.Minute {
+				return usagef("--gc-every %v, --gc-grace %v: want --gc-every >= 0 (0: never) and --gc-grace >= 1m", gcEvery, gcGrace)
+			}
+			if rcfg.Secret == "" {
+				rcfg.Secret = os.Getenv("SMILE_CLUSTER_KEY")
+			}
 			ctx := cmd.Context()
 			bb, err := g.backbone(ctx, backbone)
 			if err != nil {
@@ -73,9 +83,6 @@ func newServeCmd(g *globals) *cobra.Command {
 					bb.Close()
 				}
 			}()
-			if gcEvery < 0 || gcGrace < 0 {
-				return usagef("--gc-every and --gc-grace must be >= 0")
-			}
 			store, err := storage.Open(storage.DefaultOptions(filepath.Join(g.dataDir, "db")))
 			if err != nil {
 				return err
@@ -142,6 +149,10 @@ func newServeCmd(g *globals) *cobra.Command {
 			if gcEvery > 0 {
 				go collectGarbage(ctx, store, gcEvery, gcGrace)
 			}
+			if h, _, _ := net.SplitHostPort(rcfg.APIAddr); rcfg.Secret == "" && !isLoopback(h) {
+				slog.Warn("no --cluster-key: anyone who reaches the API address can write to the catalog through the internal routes and read backups; keep the Raft port on a private network too",
+					"api", rcfg.APIAddr, "raft", rp.RaftAddr())
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "smile: serving http://%s (backbone %s, data %s, actors %s, node %s, raft %s)\n",
 				ln.Addr(), backbone, g.dataDir, n.Address(), rp.ID(), rp.RaftAddr())
 			select {
@@ -205,6 +216,15 @@ func (f *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteError(w, api.Errorf(api.CodeUnavailable, "the node is starting"))
+}
+
+// isLoopback reports whether host names this machine only.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // collectGarbage sweeps unreferenced blobs every interval until ctx ends.
