@@ -395,7 +395,7 @@ func TestKillDuringCreates(t *testing.T) {
 			c, _ := api.NewClient(srv.addr)
 			for {
 				i := next.Add(1) - 1
-				if i >= 400 || !alive(srv) {
+				if i >= 250 || !alive(srv) {
 					return
 				}
 				id := fmt.Sprintf("c%04d", i)
@@ -406,7 +406,7 @@ func TestKillDuringCreates(t *testing.T) {
 				acked = append(acked, id)
 				n := len(acked)
 				mu.Unlock()
-				if n == 100 {
+				if n == 80 {
 					once.Do(func() { srv.cmd.Process.Signal(syscall.SIGKILL) })
 				}
 			}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package uselite_test
+
+const raceEnabled = false
