@@ -153,10 +153,6 @@ func (s *Store) RestoreBackup(r io.Reader) (BackupStats, error) {
 }
 
 func (s *Store) restoreBlobs(br *bufio.Reader, st *BackupStats) error {
-	f := newFrameReader(br)
-	if err := f.header(backupMagic, backupVersion); err != nil {
-		return err
-	}
 	var group [][]byte
 	var size int
 	flush := func() error {
@@ -164,6 +160,29 @@ func (s *Store) restoreBlobs(br *bufio.Reader, st *BackupStats) error {
 			return s.putBlobTxn(txn, digestOf(group[i]), group[i], true)
 		})
 		group, size = group[:0], 0
+		return err
+	}
+	err := readBlobSection(br, st, func(data []byte) error {
+		group = append(group, data)
+		size += len(data)
+		if size >= restoreGroup {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// readBlobSection reads a backup's header and blob section, checking the
+// framing, each blob against its digest and the section's count and
+// checksum, and hands each blob to each (RestoreBackup stores them,
+// VerifyBackup does not).
+func readBlobSection(br *bufio.Reader, st *BackupStats, each func([]byte) error) error {
+	f := newFrameReader(br)
+	if err := f.header(backupMagic, backupVersion); err != nil {
 		return err
 	}
 	for {
@@ -188,20 +207,13 @@ func (s *Store) restoreBlobs(br *bufio.Reader, st *BackupStats) error {
 		if got := sha256.Sum256(data); !bytes.Equal(got[:], sum) {
 			return fmt.Errorf("%w: blob sha256:%x holds data that hashes to sha256:%x", ErrCorrupt, sum, got)
 		}
-		group = append(group, data)
-		size += len(data)
 		st.Blobs++
 		st.BlobBytes += int64(len(data))
-		if size >= restoreGroup {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := each(data); err != nil {
+			return err
 		}
 	}
-	if err := f.end(uint64(st.Blobs), "backup blob section"); err != nil {
-		return err
-	}
-	return flush()
+	return f.end(uint64(st.Blobs), "backup blob section")
 }
 
 // scanKeys calls fn for every key with prefix, in key order, without

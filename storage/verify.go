@@ -2,8 +2,6 @@ package storage
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"io"
 )
@@ -16,36 +14,7 @@ import (
 func VerifyBackup(r io.Reader) (BackupStats, error) {
 	var st BackupStats
 	br := bufio.NewReaderSize(r, 1<<20)
-	f := newFrameReader(br)
-	if err := f.header(backupMagic, backupVersion); err != nil {
-		return st, fmt.Errorf("storage: verify backup: %w", err)
-	}
-	for {
-		tag, err := f.ReadByte()
-		if err != nil {
-			return st, fmt.Errorf("storage: verify backup: %w", err)
-		}
-		if tag == tagEnd {
-			break
-		}
-		if tag != tagBlob {
-			return st, fmt.Errorf("storage: verify backup: %w: blob tag %d", ErrCorrupt, tag)
-		}
-		sum, err := f.full(sha256.Size)
-		if err != nil {
-			return st, fmt.Errorf("storage: verify backup: %w", err)
-		}
-		data, err := f.bytes(maxBlobLen, "blob")
-		if err != nil {
-			return st, fmt.Errorf("storage: verify backup: %w", err)
-		}
-		if got := sha256.Sum256(data); !bytes.Equal(got[:], sum) {
-			return st, fmt.Errorf("storage: verify backup: %w: blob sha256:%x holds data that hashes to sha256:%x", ErrCorrupt, sum, got)
-		}
-		st.Blobs++
-		st.BlobBytes += int64(len(data))
-	}
-	if err := f.end(uint64(st.Blobs), "backup blob section"); err != nil {
+	if err := readBlobSection(br, &st, func([]byte) error { return nil }); err != nil {
 		return st, fmt.Errorf("storage: verify backup: %w", err)
 	}
 	mem, err := Open(InMemoryOptions())
