@@ -166,6 +166,13 @@ func (s *Service) Create(ctx context.Context, spec CreateSpec) (*smilepb.VPLM, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
+	// Over quota, refuse before the blob is stored and replicated (the
+	// catalog's own check, when the create commits, is the one that holds).
+	if qc, ok := s.env.Catalog.(QuotaChecker); ok {
+		if err := qc.CheckQuota(spec.Tenant, 1, uint64(len(blob))); err != nil {
+			return nil, err
+		}
+	}
 	digest, err := s.blobs.PutBlob(blob)
 	if err != nil {
 		return nil, fmt.Errorf("%w: store params: %w", ErrUnavailable, err)

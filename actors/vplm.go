@@ -63,6 +63,12 @@ type Catalog interface {
 	Tenant(ctx context.Context, name string) (*smilepb.Tenant, *smilepb.TenantUsage, error)
 }
 
+// QuotaChecker is a Catalog that can tell from its local copy whether a
+// tenant has room for more vPLMs and bytes (storage.ErrQuotaExceeded).
+type QuotaChecker interface {
+	CheckQuota(tenant string, vplms, bytes uint64) error
+}
+
 // LocalGetter is a Catalog that can also read this node's copy without
 // asking the leader (a Raft replica): serving goes on during an election.
 type LocalGetter interface {

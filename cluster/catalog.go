@@ -54,4 +54,12 @@ func tenantAndUsage(c *storage.Catalog, name string) (*smilepb.Tenant, *smilepb.
 	return t, u, nil
 }
 
-var _ actors.Catalog = LocalCatalog{}
+func (l LocalCatalog) CheckQuota(tenant string, vplms, bytes uint64) error {
+	return l.C.CheckQuota(tenant, vplms, bytes)
+}
+
+var (
+	_ actors.Catalog      = LocalCatalog{}
+	_ actors.QuotaChecker = LocalCatalog{}
+	_ actors.QuotaChecker = (*Replica)(nil)
+)

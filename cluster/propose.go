@@ -229,6 +229,12 @@ func (r *Replica) List(ctx context.Context, tenant, after string, limit int) ([]
 	return r.cat.List(tenant, after, limit)
 }
 
+// CheckQuota checks a tenant's quotas on this node's copy (advisory: see
+// storage.Catalog.CheckQuota).
+func (r *Replica) CheckQuota(tenant string, vplms, bytes uint64) error {
+	return r.cat.CheckQuota(tenant, vplms, bytes)
+}
+
 // Tenant is a tenant's settings and usage as of now (see Get).
 func (r *Replica) Tenant(ctx context.Context, name string) (*smilepb.Tenant, *smilepb.TenantUsage, error) {
 	if err := r.Sync(ctx); err != nil {

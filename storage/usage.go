@@ -115,3 +115,18 @@ func satSub(a, b uint64) uint64 {
 	}
 	return a - b
 }
+
+// CheckQuota reports, from this node's copy of the catalog, whether the
+// tenant could take vplms more vPLMs and bytes more bytes of params
+// (ErrQuotaExceeded otherwise, as a command would fail). It is advisory:
+// a create checks before it stores and replicates its params blob, so an
+// over-quota tenant does not fill disks; the state machine decides.
+func (c *Catalog) CheckQuota(tenant string, vplms, bytes uint64) error {
+	if err := ValidID(tenant); err != nil {
+		return fmt.Errorf("tenant: %w", err)
+	}
+	return c.s.catView(func(txn *badger.Txn) error {
+		_, err := chargeUsage(txn, tenant, vplms, 0, bytes)
+		return err
+	})
+}

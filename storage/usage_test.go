@@ -184,3 +184,28 @@ func TestCatalogAPIKeysAndNodes(t *testing.T) {
 		t.Fatalf("Nodes = %v %v", ns, err)
 	}
 }
+
+// TestCheckQuota: the advisory check a create runs before storing its blob
+// answers as the command would: no tenant record is unlimited, and each
+// quota refuses growth beyond it with ErrQuotaExceeded.
+func TestCheckQuota(t *testing.T) {
+	s, _ := openTest(t)
+	c := NewCatalog(s)
+	if err := c.CheckQuota("acme", 1, 1<<40); err != nil {
+		t.Fatalf("no tenant record: %v", err)
+	}
+	mustApply(t, c, putTenantCmd(&smilepb.Tenant{Name: "acme", Weight: 1, MaxVplms: 1, MaxBytes: 200_000}))
+	if err := c.CheckQuota("acme", 1, 130_000); err != nil {
+		t.Fatalf("room for one: %v", err)
+	}
+	if err := c.CheckQuota("acme", 1, 300_000); !errors.Is(err, ErrQuotaExceeded) {
+		t.Fatalf("over max_bytes: %v", err)
+	}
+	mustApply(t, c, createCmd("a", "acme", mustPut(t, s, "one")))
+	if err := c.CheckQuota("acme", 1, 1); !errors.Is(err, ErrQuotaExceeded) {
+		t.Fatalf("over max_vplms: %v", err)
+	}
+	if err := c.CheckQuota("Bad/Name", 1, 1); !errors.Is(err, ErrBadID) {
+		t.Fatalf("bad tenant name: %v", err)
+	}
+}
