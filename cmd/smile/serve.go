@@ -105,17 +105,22 @@ func newServeCmd(g *globals) *cobra.Command {
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			defer srv.Close()
-			if rcfg.Bind == "" {
-				// Beside the API: port+1, or a free one when the API's is.
-				host, port, _ := splitHostPort(ln.Addr().String())
-				if _, p, _ := splitHostPort(addr); p == 0 {
-					port = -1
-				}
-				rcfg.Bind = net.JoinHostPort(host, fmt.Sprint(port+1))
-			}
 			rcfg.APIAddr = ln.Addr().String()
 			if advertise != "" {
 				rcfg.APIAddr = advertise
+			}
+			if rcfg.Bind == "" {
+				// Beside the API, on the host peers know it by: the
+				// listener's port+1, or a free one when the API's is.
+				_, port, _ := splitHostPort(ln.Addr().String())
+				if _, p, _ := splitHostPort(addr); p == 0 {
+					port = -1
+				}
+				host, _, err := net.SplitHostPort(rcfg.APIAddr)
+				if err != nil {
+					return usagef("--advertise-addr %q: %v", advertise, err)
+				}
+				rcfg.Bind = net.JoinHostPort(host, fmt.Sprint(port+1))
 			}
 			rcfg.Dir = filepath.Join(g.dataDir, "raft")
 			cat := storage.NewCatalog(store)
