@@ -31,6 +31,8 @@ type blobPut struct {
 	err  error
 	done chan struct{}
 	lead chan struct{} // a committer hands its role over here (buffered)
+	// handed: a role was sent on lead (under blobGroup.mu).
+	handed bool
 }
 
 const (
@@ -79,16 +81,25 @@ func (s *Store) commitGroups(own *blobPut) {
 	g := &s.puts
 	for {
 		g.mu.Lock()
-		if isClosed(own.done) && len(g.pending) > 0 {
-			g.pending[0].lead <- struct{}{} // buffered; only the role's holder sends
-			g.mu.Unlock()
-			return
+		if isClosed(own.done) {
+			// Hand the role to the oldest put not handed one already (a
+			// put handed two roles would keep one of them for nobody).
+			for _, p := range g.pending {
+				if !p.handed {
+					p.handed = true
+					p.lead <- struct{}{} // buffered, and sent at most once
+					g.mu.Unlock()
+					return
+				}
+			}
+			if len(g.pending) > 0 {
+				// Every waiter already holds a role: this one is not needed.
+				g.committers--
+				g.mu.Unlock()
+				return
+			}
 		}
-		n, size := 0, 0
-		for n < len(g.pending) && (n == 0 || size+len(g.pending[n].data) <= maxGroupBytes) {
-			size += len(g.pending[n].data)
-			n++
-		}
+		n := groupLen(g.pending)
 		if n == 0 {
 			g.committers--
 			g.pending = nil
@@ -104,6 +115,17 @@ func (s *Store) commitGroups(own *blobPut) {
 			close(p.done)
 		}
 	}
+}
+
+// groupLen is how many of puts, from the first, one transaction takes: at
+// least one, then as many as fit in maxGroupBytes (0 for none).
+func groupLen(puts []*blobPut) int {
+	n, size := 0, 0
+	for n < len(puts) && (n == 0 || size+len(puts[n].data) <= maxGroupBytes) {
+		size += len(puts[n].data)
+		n++
+	}
+	return n
 }
 
 func isClosed(c chan struct{}) bool {

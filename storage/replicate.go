@@ -12,36 +12,22 @@ import (
 // corrupt copy (PutBlobAs, after GetBlob said ErrCorrupt), and lists the
 // blobs the catalog references that it lacks (MissingBlobs).
 
-// putBlobsGroup bounds the bytes of one PutBlobs transaction: Badger
-// buffers a transaction's values in memory until it commits.
-const putBlobsGroup = 64 << 20
-
 // PutBlobs stores every blob and returns their digests, in order, as
 // PutBlob would one at a time, but in one synced transaction (more only
 // when they are over 64 MiB together or too many for Badger's transaction
-// limits). On error some groups may have been stored.
+// limits): the groups PutBlob's concurrent callers share. On error some
+// groups may have been stored.
 func (s *Store) PutBlobs(datas [][]byte) ([]string, error) {
-	ds := make([]Digest, len(datas))
 	out := make([]string, len(datas))
+	puts := make([]*blobPut, len(datas))
 	for i, b := range datas {
-		ds[i] = digestOf(b)
-		out[i] = string(ds[i])
+		puts[i] = &blobPut{d: digestOf(b), data: b}
+		out[i] = string(puts[i].d)
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, ErrClosed
-	}
-	for start := 0; start < len(datas); {
-		end, size := start, 0
-		for end < len(datas) && (end == start || size+len(datas[end]) <= putBlobsGroup) {
-			size += len(datas[end])
-			end++
-		}
-		if err := updateChunked(s.db, end-start, func(txn *badger.Txn, i int) error {
-			return s.putBlobTxn(txn, ds[start+i], datas[start+i], false)
-		}); err != nil {
-			return nil, fmt.Errorf("storage: put blobs: %w", err)
+	for start := 0; start < len(puts); {
+		end := start + groupLen(puts[start:])
+		if err := s.commitGroup(puts[start:end]); err != nil {
+			return nil, err
 		}
 		start = end
 	}

@@ -53,10 +53,10 @@ func (o Options) Validate() error {
 // small, and these settings cut resident memory about 3x. Params blobs
 // (~130 KB) are above valueThreshold, so they go to the value log and keep
 // the LSM tree (and compactions) small. Value log files of 1 GiB (sparse
-// until written) make synced blob writes about a third faster than 256 MiB
-// ones: fewer file rotations, each a new file created, truncated and mapped
-// (2,290-2,557 vs 3,065-3,118 blobs/s of 134 KB in batches of 128, same
-// run; see docs/BENCHMARKS.md).
+// until written) rotate a quarter as often as 256 MiB ones, each rotation a
+// new file created, truncated and mapped: synced writes of 134 KB blobs in
+// batches of 128 ran at 3,172-4,152 blobs/s against 1,655-3,424 (three runs
+// of `go test -run '^$' -bench BlobWrites -benchtime 40x ./storage/`).
 const (
 	memTableSize     = 16 << 20
 	numMemtables     = 2
