@@ -404,6 +404,14 @@ func (r *Replica) newHandler() http.Handler {
 	mux.HandleFunc("POST "+routeJoin, r.serveJoin)
 	mux.HandleFunc("GET "+routeBlobs+"{hex}", r.serveGetBlob)
 	mux.HandleFunc("PUT "+routeBlobs+"{hex}", r.servePutBlob)
+	mux.HandleFunc("GET "+routeGossip, func(w http.ResponseWriter, req *http.Request) {
+		g := r.gossip.Load()
+		if g == nil {
+			http.Error(w, "the node is starting", http.StatusServiceUnavailable)
+			return
+		}
+		g.serveGossip(w, req)
+	})
 	mux.HandleFunc("GET /v1/cluster", r.serveStatus)
 	mux.HandleFunc("GET /v1/admin/backup", r.serveBackup)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

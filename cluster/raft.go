@@ -137,6 +137,9 @@ type Replica struct {
 	closed    chan struct{} // closed once Raft has shut down
 	repaired  atomic.Int64  // corrupt or missing blobs fetched from peers
 	released  atomic.Int64  // when putBlobs last released mapped pages (Unix ns)
+	// gossip is the node's membership, once it runs: routeGossip answers
+	// from it.
+	gossip atomic.Pointer[gossip]
 }
 
 // StartReplica starts the node's Raft server on the store, bootstrapping a
