@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,6 +32,9 @@ they are rebuilt. Restore it with ` + "`smile restore FILE`" + `.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := args[0]
 			ctx := cmd.Context()
+			// A backup is one long read from one node: the first of a list.
+			server, _, _ := strings.Cut(sf.server, ",")
+			sf.server = strings.TrimSpace(server)
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+sf.server+"/v1/admin/backup", nil)
 			if err != nil {
 				return usagef("--server %q: %v", sf.server, err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -32,7 +30,9 @@ type serverFlags struct {
 // addServerFlags registers --server and --json on a client command.
 func addServerFlags(cmd *cobra.Command, sf *serverFlags, jsonHelp string) {
 	f := cmd.Flags()
-	f.StringVar(&sf.server, "server", defaultServer(), "address of a running `smile serve` (env SMILE_SERVER)")
+	f.StringVar(&sf.server, "server", defaultServer(),
+		"`host:port` of a running smile serve (env SMILE_SERVER), or a comma-separated list of a cluster's nodes: "+
+			"a call goes to the node that answered last, and on to the next while nodes are down or overloaded")
 	f.BoolVar(&sf.asJSON, "json", false, jsonHelp)
 }
 
@@ -44,55 +44,51 @@ func defaultServer() string {
 	return defaultAddr
 }
 
-// client is an api.Client that remembers why it could not connect, so that
-// a refused connection reads as "no server here" instead of a bare dial
-// error (api.Client keeps only the message of transport errors).
+// client is an api.Client that names the servers it tried when none
+// could be reached.
 type client struct {
 	*api.Client
 	server string
-
-	mu      sync.Mutex
-	dialErr error
 }
 
+// unreachableRounds: a command gives up after every server refused the
+// connection this many times in a row (a few tens of milliseconds), rather
+// than retrying until the call's deadline: nothing listening is most often
+// a server not started, which the user should hear at once.
+const unreachableRounds = 3
+
 func (sf *serverFlags) client() (*client, error) {
-	ac, err := api.NewClient(sf.server)
-	if err != nil {
-		return nil, usagef("--server %q: want host:port or http://host:port", sf.server)
+	var servers []string
+	for s := range strings.SplitSeq(sf.server, ",") {
+		servers = append(servers, strings.TrimSpace(s))
 	}
-	c := &client{Client: ac, server: sf.server}
+	ac, err := api.NewClient(servers...)
+	if err != nil {
+		return nil, usagef("--server %q: want host:port or http://host:port, or a comma-separated list of them", sf.server)
+	}
+	ac.UnreachableRounds = unreachableRounds
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // the server is usually on this machine; a proxy would only get in the way
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			c.mu.Lock()
-			c.dialErr = err
-			c.mu.Unlock()
-		}
-		return conn, err
-	}
+	tr.DialContext = d.DialContext
 	ac.HTTP = &http.Client{Transport: tr}
-	return c, nil
+	return &client{Client: ac, server: sf.server}, nil
 }
 
 // errNoServer: nothing answered at the server address.
 var errNoServer = errors.New("no smile server")
 
-// check turns a failed call's error into what the user should read: an
-// unreachable server names the address and how to start one; server errors
-// pass through as *api.Error.
+// check turns a failed call's error into what the user should read: a call
+// whose last attempt could not connect names the addresses and how to
+// start a server; server errors pass through as *api.Error.
 func (c *client) check(err error) error {
 	if err == nil {
 		return nil
 	}
-	c.mu.Lock()
-	dialErr := c.dialErr
-	c.mu.Unlock()
-	if e, ok := errors.AsType[*api.Error](err); ok && e.Code == api.CodeUnavailable && dialErr != nil {
+	e, ok := errors.AsType[*api.Error](err)
+	if op, dial := errors.AsType[*net.OpError](err); ok && e.Code == api.CodeUnavailable && dial && op.Op == "dial" {
 		return fmt.Errorf("%w at %s (%v): start one with `smile serve`, or point --server (or SMILE_SERVER) at one",
-			errNoServer, c.server, dialErr)
+			errNoServer, c.server, op)
 	}
 	return err
 }
