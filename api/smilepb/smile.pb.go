@@ -3168,6 +3168,489 @@ func (x *PlotTableInfo) GetReadErrors() uint64 {
 	return 0
 }
 
+// CreateRequest derives a vPLM from a backbone (actors.CreateSpec on the
+// wire); zero fields take the server's defaults.
+type CreateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "" is "default".
+	Tenant string `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Backbone name; "" is the default backbone of the node that answers.
+	Backbone string `protobuf:"bytes,3,opt,name=backbone,proto3" json:"backbone,omitempty"`
+	Task     Task   `protobuf:"varint,4,opt,name=task,proto3,enum=smile.v1.Task" json:"task,omitempty"`
+	// Class labels, in head output order (classify only).
+	Labels []string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	// ADAPTER_UNSPECIFIED is a bottleneck.
+	Adapter AdapterKind `protobuf:"varint,6,opt,name=adapter,proto3,enum=smile.v1.AdapterKind" json:"adapter,omitempty"`
+	// Bottleneck width or LoRA rank; 0 is the server's default.
+	Rank uint32 `protobuf:"varint,7,opt,name=rank,proto3" json:"rank,omitempty"`
+	// Backbone layers that carry the adapter (1 is the first); empty is the
+	// backbone's upper half (in plot mode: the layers of it above the
+	// table's cut).
+	Layers []uint32 `protobuf:"varint,8,rep,packed,name=layers,proto3" json:"layers,omitempty"`
+	// Output dimension of an embed head; 0 is the backbone's pooled width.
+	EmbedDim uint32 `protobuf:"varint,9,opt,name=embed_dim,json=embedDim,proto3" json:"embed_dim,omitempty"`
+	// How the params blob stores adapter tensors: "fp16" ("" reads as fp16)
+	// or "int8".
+	Precision string `protobuf:"bytes,10,opt,name=precision,proto3" json:"precision,omitempty"`
+	// "full" ("" reads as full) or "plot", which needs table (a complete
+	// PLOT table of the backbone).
+	Mode          string `protobuf:"bytes,11,opt,name=mode,proto3" json:"mode,omitempty"`
+	Table         string `protobuf:"bytes,12,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRequest) Reset() {
+	*x = CreateRequest{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRequest) ProtoMessage() {}
+
+func (x *CreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
+func (*CreateRequest) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CreateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetBackbone() string {
+	if x != nil {
+		return x.Backbone
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetTask() Task {
+	if x != nil {
+		return x.Task
+	}
+	return Task_TASK_UNSPECIFIED
+}
+
+func (x *CreateRequest) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateRequest) GetAdapter() AdapterKind {
+	if x != nil {
+		return x.Adapter
+	}
+	return AdapterKind_ADAPTER_UNSPECIFIED
+}
+
+func (x *CreateRequest) GetRank() uint32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetLayers() []uint32 {
+	if x != nil {
+		return x.Layers
+	}
+	return nil
+}
+
+func (x *CreateRequest) GetEmbedDim() uint32 {
+	if x != nil {
+		return x.EmbedDim
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetPrecision() string {
+	if x != nil {
+		return x.Precision
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+// ListRequest pages through the catalog by id.
+type ListRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this tenant's vPLMs; "" lists every tenant's.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The last id of the previous page ("" starts at the beginning).
+	After string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// Page size: 0 is 100; at most 1000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ServiceRequest is one call to a node's service actor, answered with a
+// ServiceReply.
+type ServiceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*ServiceRequest_Create
+	//	*ServiceRequest_Delete
+	//	*ServiceRequest_Get
+	//	*ServiceRequest_List
+	//	*ServiceRequest_Train
+	//	*ServiceRequest_Job
+	//	*ServiceRequest_CancelJob
+	Op isServiceRequest_Op `protobuf_oneof:"op"`
+	// The caller's deadline (Unix milliseconds; 0: the node's default of 30
+	// seconds from receipt): the call's work stops then, and a caller that
+	// has given up gets no answer.
+	DeadlineUnixMs int64 `protobuf:"varint,8,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ServiceRequest) Reset() {
+	*x = ServiceRequest{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceRequest) ProtoMessage() {}
+
+func (x *ServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceRequest.ProtoReflect.Descriptor instead.
+func (*ServiceRequest) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ServiceRequest) GetOp() isServiceRequest_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *ServiceRequest) GetCreate() *CreateRequest {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceRequest_Create); ok {
+			return x.Create
+		}
+	}
+	return nil
+}
+
+func (x *ServiceRequest) GetDelete() string {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceRequest_Delete); ok {
+			return x.Delete
+		}
+	}
+	return ""
+}
+
+func (x *ServiceRequest) GetGet() string {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceRequest_Get); ok {
+			return x.Get
+		}
+	}
+	return ""
+}
+
+func (x *ServiceRequest) GetList() *ListRequest {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceRequest_List); ok {
+			return x.List
+		}
+	}
+	return nil
+}
+
+func (x *ServiceRequest) GetTrain() *TrainRequest {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceRequest_Train); ok {
+			return x.Train
+		}
+	}
+	return nil
+}
+
+func (x *ServiceRequest) GetJob() string {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceRequest_Job); ok {
+			return x.Job
+		}
+	}
+	return ""
+}
+
+func (x *ServiceRequest) GetCancelJob() string {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceRequest_CancelJob); ok {
+			return x.CancelJob
+		}
+	}
+	return ""
+}
+
+func (x *ServiceRequest) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
+type isServiceRequest_Op interface {
+	isServiceRequest_Op()
+}
+
+type ServiceRequest_Create struct {
+	Create *CreateRequest `protobuf:"bytes,1,opt,name=create,proto3,oneof"`
+}
+
+type ServiceRequest_Delete struct {
+	// Delete the vPLM of this id.
+	Delete string `protobuf:"bytes,2,opt,name=delete,proto3,oneof"`
+}
+
+type ServiceRequest_Get struct {
+	// Read the catalog entry of the vPLM of this id.
+	Get string `protobuf:"bytes,3,opt,name=get,proto3,oneof"`
+}
+
+type ServiceRequest_List struct {
+	List *ListRequest `protobuf:"bytes,4,opt,name=list,proto3,oneof"`
+}
+
+type ServiceRequest_Train struct {
+	// Start a training job. Jobs are the answering node's own: it runs
+	// the job, and only it answers job and cancel_job for it.
+	Train *TrainRequest `protobuf:"bytes,5,opt,name=train,proto3,oneof"`
+}
+
+type ServiceRequest_Job struct {
+	// Read the record of the job of this id.
+	Job string `protobuf:"bytes,6,opt,name=job,proto3,oneof"`
+}
+
+type ServiceRequest_CancelJob struct {
+	// Cancel the job of this id and wait for it to end (or the deadline).
+	CancelJob string `protobuf:"bytes,7,opt,name=cancel_job,json=cancelJob,proto3,oneof"`
+}
+
+func (*ServiceRequest_Create) isServiceRequest_Op() {}
+
+func (*ServiceRequest_Delete) isServiceRequest_Op() {}
+
+func (*ServiceRequest_Get) isServiceRequest_Op() {}
+
+func (*ServiceRequest_List) isServiceRequest_Op() {}
+
+func (*ServiceRequest_Train) isServiceRequest_Op() {}
+
+func (*ServiceRequest_Job) isServiceRequest_Op() {}
+
+func (*ServiceRequest_CancelJob) isServiceRequest_Op() {}
+
+// ServiceReply answers a ServiceRequest: error, or the fields of its op.
+type ServiceReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Error *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// create, get: the catalog entry.
+	Vplm *VPLM `protobuf:"bytes,2,opt,name=vplm,proto3" json:"vplm,omitempty"`
+	// list: one page, by id.
+	Vplms []*VPLM `protobuf:"bytes,3,rep,name=vplms,proto3" json:"vplms,omitempty"`
+	// list: the id to pass as after for the next page ("" on the last).
+	Next string `protobuf:"bytes,4,opt,name=next,proto3" json:"next,omitempty"`
+	// train, job, cancel_job: the job's record.
+	Job *TrainJob `protobuf:"bytes,5,opt,name=job,proto3" json:"job,omitempty"`
+	// The actor-system address (host:port) of the node that answered: where
+	// a job it started runs.
+	Node          string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceReply) Reset() {
+	*x = ServiceReply{}
+	mi := &file_api_smilepb_smile_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceReply) ProtoMessage() {}
+
+func (x *ServiceReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_smilepb_smile_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceReply.ProtoReflect.Descriptor instead.
+func (*ServiceReply) Descriptor() ([]byte, []int) {
+	return file_api_smilepb_smile_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ServiceReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ServiceReply) GetVplm() *VPLM {
+	if x != nil {
+		return x.Vplm
+	}
+	return nil
+}
+
+func (x *ServiceReply) GetVplms() []*VPLM {
+	if x != nil {
+		return x.Vplms
+	}
+	return nil
+}
+
+func (x *ServiceReply) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+func (x *ServiceReply) GetJob() *TrainJob {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ServiceReply) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 var File_api_smilepb_smile_proto protoreflect.FileDescriptor
 
 const file_api_smilepb_smile_proto_rawDesc = "" +
@@ -3420,7 +3903,43 @@ const file_api_smilepb_smile_proto_rawDesc = "" +
 	"\fsource_reads\x18\x0f \x01(\x04R\vsourceReads\x12\x18\n" +
 	"\acorrupt\x18\x10 \x01(\x04R\acorrupt\x12\x1f\n" +
 	"\vread_errors\x18\x11 \x01(\x04R\n" +
-	"readErrors*?\n" +
+	"readErrors\"\xd1\x02\n" +
+	"\rCreateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1a\n" +
+	"\bbackbone\x18\x03 \x01(\tR\bbackbone\x12\"\n" +
+	"\x04task\x18\x04 \x01(\x0e2\x0e.smile.v1.TaskR\x04task\x12\x16\n" +
+	"\x06labels\x18\x05 \x03(\tR\x06labels\x12/\n" +
+	"\aadapter\x18\x06 \x01(\x0e2\x15.smile.v1.AdapterKindR\aadapter\x12\x12\n" +
+	"\x04rank\x18\a \x01(\rR\x04rank\x12\x16\n" +
+	"\x06layers\x18\b \x03(\rR\x06layers\x12\x1b\n" +
+	"\tembed_dim\x18\t \x01(\rR\bembedDim\x12\x1c\n" +
+	"\tprecision\x18\n" +
+	" \x01(\tR\tprecision\x12\x12\n" +
+	"\x04mode\x18\v \x01(\tR\x04mode\x12\x14\n" +
+	"\x05table\x18\f \x01(\tR\x05table\"Q\n" +
+	"\vListRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xb3\x02\n" +
+	"\x0eServiceRequest\x121\n" +
+	"\x06create\x18\x01 \x01(\v2\x17.smile.v1.CreateRequestH\x00R\x06create\x12\x18\n" +
+	"\x06delete\x18\x02 \x01(\tH\x00R\x06delete\x12\x12\n" +
+	"\x03get\x18\x03 \x01(\tH\x00R\x03get\x12+\n" +
+	"\x04list\x18\x04 \x01(\v2\x15.smile.v1.ListRequestH\x00R\x04list\x12.\n" +
+	"\x05train\x18\x05 \x01(\v2\x16.smile.v1.TrainRequestH\x00R\x05train\x12\x12\n" +
+	"\x03job\x18\x06 \x01(\tH\x00R\x03job\x12\x1f\n" +
+	"\n" +
+	"cancel_job\x18\a \x01(\tH\x00R\tcancelJob\x12(\n" +
+	"\x10deadline_unix_ms\x18\b \x01(\x03R\x0edeadlineUnixMsB\x04\n" +
+	"\x02op\"\xcd\x01\n" +
+	"\fServiceReply\x12%\n" +
+	"\x05error\x18\x01 \x01(\v2\x0f.smile.v1.ErrorR\x05error\x12\"\n" +
+	"\x04vplm\x18\x02 \x01(\v2\x0e.smile.v1.VPLMR\x04vplm\x12$\n" +
+	"\x05vplms\x18\x03 \x03(\v2\x0e.smile.v1.VPLMR\x05vplms\x12\x12\n" +
+	"\x04next\x18\x04 \x01(\tR\x04next\x12$\n" +
+	"\x03job\x18\x05 \x01(\v2\x12.smile.v1.TrainJobR\x03job\x12\x12\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node*?\n" +
 	"\x04Task\x12\x14\n" +
 	"\x10TASK_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTASK_CLASSIFY\x10\x01\x12\x0e\n" +
@@ -3454,7 +3973,7 @@ func file_api_smilepb_smile_proto_rawDescGZIP() []byte {
 }
 
 var file_api_smilepb_smile_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_api_smilepb_smile_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_api_smilepb_smile_proto_goTypes = []any{
 	(Task)(0),               // 0: smile.v1.Task
 	(AdapterKind)(0),        // 1: smile.v1.AdapterKind
@@ -3495,6 +4014,10 @@ var file_api_smilepb_smile_proto_goTypes = []any{
 	(*PlotTable)(nil),       // 36: smile.v1.PlotTable
 	(*TableRequest)(nil),    // 37: smile.v1.TableRequest
 	(*PlotTableInfo)(nil),   // 38: smile.v1.PlotTableInfo
+	(*CreateRequest)(nil),   // 39: smile.v1.CreateRequest
+	(*ListRequest)(nil),     // 40: smile.v1.ListRequest
+	(*ServiceRequest)(nil),  // 41: smile.v1.ServiceRequest
+	(*ServiceReply)(nil),    // 42: smile.v1.ServiceReply
 }
 var file_api_smilepb_smile_proto_depIdxs = []int32{
 	1,  // 0: smile.v1.AdapterConfig.kind:type_name -> smile.v1.AdapterKind
@@ -3528,11 +4051,20 @@ var file_api_smilepb_smile_proto_depIdxs = []int32{
 	27, // 28: smile.v1.TrainJob.error:type_name -> smile.v1.Error
 	37, // 29: smile.v1.TrainJob.table_request:type_name -> smile.v1.TableRequest
 	36, // 30: smile.v1.PlotTableInfo.table:type_name -> smile.v1.PlotTable
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	0,  // 31: smile.v1.CreateRequest.task:type_name -> smile.v1.Task
+	1,  // 32: smile.v1.CreateRequest.adapter:type_name -> smile.v1.AdapterKind
+	39, // 33: smile.v1.ServiceRequest.create:type_name -> smile.v1.CreateRequest
+	40, // 34: smile.v1.ServiceRequest.list:type_name -> smile.v1.ListRequest
+	32, // 35: smile.v1.ServiceRequest.train:type_name -> smile.v1.TrainRequest
+	27, // 36: smile.v1.ServiceReply.error:type_name -> smile.v1.Error
+	4,  // 37: smile.v1.ServiceReply.vplm:type_name -> smile.v1.VPLM
+	4,  // 38: smile.v1.ServiceReply.vplms:type_name -> smile.v1.VPLM
+	33, // 39: smile.v1.ServiceReply.job:type_name -> smile.v1.TrainJob
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_api_smilepb_smile_proto_init() }
@@ -3550,13 +4082,22 @@ func file_api_smilepb_smile_proto_init() {
 		(*CatalogCommand_PutNode)(nil),
 	}
 	file_api_smilepb_smile_proto_msgTypes[24].OneofWrappers = []any{}
+	file_api_smilepb_smile_proto_msgTypes[38].OneofWrappers = []any{
+		(*ServiceRequest_Create)(nil),
+		(*ServiceRequest_Delete)(nil),
+		(*ServiceRequest_Get)(nil),
+		(*ServiceRequest_List)(nil),
+		(*ServiceRequest_Train)(nil),
+		(*ServiceRequest_Job)(nil),
+		(*ServiceRequest_CancelJob)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_smilepb_smile_proto_rawDesc), len(file_api_smilepb_smile_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
