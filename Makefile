@@ -10,7 +10,7 @@ export SMILE_TEST_DATA_DIR := $(TEST_DATA)
 # scripts/fuzz-short.sh with FUZZTIME=5m is the longer run.
 FUZZTIME ?= 3s
 
-.PHONY: all deps build run test check unit fuzz bench-smoke bench bench-full reference proto proto-check clean
+.PHONY: multinode all deps build run test check unit fuzz bench-smoke bench bench-full reference proto proto-check clean
 
 all: build
 
@@ -37,7 +37,14 @@ test: build check proto-check
 	$(MAKE) --no-print-directory bench-smoke
 	# Allocation checks are skipped under -race (it allocates): run them without.
 	$(GO) test -count=1 -run 'Alloc' ./...
+	$(MAKE) --no-print-directory multinode
 	scripts/test-race.sh
+
+# Tests that run several cluster nodes in one process: they skip under
+# -race (protoactor-go's Remote.Start races by construction there, see
+# internal/testenv/multinode.go), so they run here without it.
+multinode:
+	$(GO) test -count=1 -run 'TestPlacement|TestClusterClient|Example' ./cluster/ ./api/actorclient/
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -38,10 +38,23 @@ type watchEnd struct {
 }
 
 // stopWatcher is a local actor that watches the vPLM actors that requests
-// are waiting on.
+// are waiting on. A watch outlives its last waiter by watchLinger: a busy
+// vPLM on another node is then watched once, not twice per request (each
+// Watch and Unwatch of a remote actor is a message over the network).
 type stopWatcher struct {
 	waiting map[string]map[chan struct{}]struct{}
+	// idle are watched actors no request waits on, since when.
+	idle      map[string]idleWatch
+	lastSweep time.Time
 }
+
+type idleWatch struct {
+	pid   *actor.PID
+	since time.Time
+}
+
+// watchLinger is how long an actor stays watched after its last request.
+const watchLinger = 10 * time.Second
 
 func (w *stopWatcher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
@@ -51,7 +64,11 @@ func (w *stopWatcher) Receive(ctx actor.Context) {
 		if !ok {
 			set = map[chan struct{}]struct{}{}
 			w.waiting[k] = set
-			ctx.Watch(m.pid)
+			if _, watched := w.idle[k]; watched {
+				delete(w.idle, k)
+			} else {
+				ctx.Watch(m.pid)
+			}
 		}
 		set[m.ch] = struct{}{}
 	case *watchEnd:
@@ -60,37 +77,57 @@ func (w *stopWatcher) Receive(ctx actor.Context) {
 			delete(set, m.ch)
 			if len(set) == 0 {
 				delete(w.waiting, k)
-				ctx.Unwatch(m.pid)
+				w.idle[k] = idleWatch{pid: m.pid, since: time.Now()}
 			}
 		}
+		w.sweep(ctx)
 	case *actor.Terminated:
 		k := pidKey(m.Who)
 		for ch := range w.waiting[k] {
 			close(ch)
 		}
 		delete(w.waiting, k)
+		delete(w.idle, k)
+	}
+}
+
+// sweep unwatches the actors idle past watchLinger (at most once a
+// second: it walks every idle watch).
+func (w *stopWatcher) sweep(ctx actor.Context) {
+	now := time.Now()
+	if now.Sub(w.lastSweep) < time.Second {
+		return
+	}
+	w.lastSweep = now
+	for k, iw := range w.idle {
+		if now.Sub(iw.since) > watchLinger {
+			ctx.Unwatch(iw.pid)
+			delete(w.idle, k)
+		}
 	}
 }
 
 func pidKey(p *actor.PID) string { return p.Address + "/" + p.Id }
 
-// caller sends requests to vPLM actors by id.
-type caller struct {
+// Caller sends requests to vPLM actors by id.
+type Caller struct {
 	cl      *cluster.Cluster
 	watcher *actor.PID
 }
 
-func newCaller(cl *cluster.Cluster) (*caller, error) {
-	props := actor.PropsFromProducer(func() actor.Actor { return &stopWatcher{waiting: map[string]map[chan struct{}]struct{}{}} })
+func NewCaller(cl *cluster.Cluster) (*Caller, error) {
+	props := actor.PropsFromProducer(func() actor.Actor {
+		return &stopWatcher{waiting: map[string]map[chan struct{}]struct{}{}, idle: map[string]idleWatch{}}
+	})
 	pid, err := cl.ActorSystem.Root.SpawnNamed(props, "vplm-stop-watcher")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn the stop watcher: %w", err)
 	}
-	return &caller{cl: cl, watcher: pid}, nil
+	return &Caller{cl: cl, watcher: pid}, nil
 }
 
 // pid resolves id's activation (activating it if needed).
-func (c *caller) pid(id string) *actor.PID {
+func (c *Caller) pid(id string) *actor.PID {
 	if pid, ok := c.cl.PidCache.Get(id, KindVPLM); ok && pid != nil {
 		return pid
 	}
@@ -124,9 +161,9 @@ func (b *inbox) SendUserMessage(_ *actor.PID, m any) {
 func (b *inbox) SendSystemMessage(*actor.PID, any) {}
 func (b *inbox) Stop(*actor.PID)                   {}
 
-// request sends msg to the vPLM actor of id and waits for its answer, a
+// Request sends msg to the vPLM actor of id and waits for its answer, a
 // stop of that actor (then it resends), or ctx.
-func (c *caller) request(ctx context.Context, id string, msg proto.Message) (any, error) {
+func (c *Caller) Request(ctx context.Context, id string, msg proto.Message) (any, error) {
 	root := c.cl.ActorSystem.Root
 	backoff := time.Millisecond
 	var last error
@@ -192,7 +229,12 @@ func (c *caller) request(ctx context.Context, id string, msg proto.Message) (any
 		}
 		last = a.err
 		if errors.Is(a.err, actor.ErrDeadLetter) {
+			// Forget it here and at the identity lookup (which tells the
+			// vPLM's home, whose directory may still name it).
 			c.cl.PidCache.Remove(id, KindVPLM)
+			if c.cl.IdentityLookup != nil {
+				c.cl.IdentityLookup.RemovePid(cluster.NewClusterIdentity(id, KindVPLM), pid)
+			}
 			continue
 		}
 		if errors.Is(a.err, actor.ErrTimeout) {

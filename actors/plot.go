@@ -586,6 +586,22 @@ func (s *Service) Table(ctx context.Context, id string) (*smilepb.PlotTableInfo,
 	return info, nil
 }
 
+// CanServe reports whether this node can serve a vPLM's lower layers: a
+// full-mode vPLM anywhere; a plot-mode one where its table is, complete
+// (tables stay on the node that built them). Placement asks it before
+// activating a vPLM here.
+func (s *Service) CanServe(v *smilepb.VPLM) bool {
+	if !plotMode(v) {
+		return true
+	}
+	t, err := s.trainer()
+	if err != nil {
+		return false
+	}
+	m, err := t.manifest(v.GetTable())
+	return err == nil && m.Complete
+}
+
 // OpenTable opens a table on this node for lookups (as a plot-mode vPLM's
 // first request does) and returns it: tools and tests compare its states
 // with the backbone's. It fails for an unknown (ErrTableNotFound) or

@@ -63,13 +63,13 @@ type Service struct {
 	devices  map[string]*DeviceHandle
 	backbone string // default backbone
 	now      func() time.Time
-	calls    *caller
+	calls    *Caller
 	tr       *trainer // nil until EnableTraining
 }
 
 // NewService builds the service over a started cluster member.
 func NewService(cl *cluster.Cluster, env *Env, blobs BlobStore, devices map[string]*DeviceHandle, defaultBackbone string) (*Service, error) {
-	calls, err := newCaller(cl)
+	calls, err := NewCaller(cl)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +342,7 @@ func (s *Service) DeviceStats(ctx context.Context) ([]*DeviceStats, error) {
 // request sends msg to the vPLM actor of id (activating it if needed) and
 // waits for its answer or ctx, whichever comes first (see call.go).
 func (s *Service) request(ctx context.Context, id string, msg proto.Message) (any, error) {
-	return s.calls.request(ctx, id, msg)
+	return s.calls.Request(ctx, id, msg)
 }
 
 // deadlineMs is ctx's deadline in Unix milliseconds (0: none).

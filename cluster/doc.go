@@ -1,6 +1,8 @@
-// Package cluster will hold membership and placement: a hashicorp/memberlist
-// ClusterProvider for protoactor-go, SMILE's own identity lookup (rendezvous
-// hashing with bounded load), the Raft node (hashicorp/raft) that replicates
-// the catalog, and joins and leaves. Nothing lives here yet: the storage and
-// cluster issues build it.
+// Package cluster holds what makes SMILE nodes one cluster: membership (a
+// protoactor-go ClusterProvider on hashicorp/memberlist, gossip.go), SMILE's
+// own identity lookup for vPLM actors (rendezvous hashing with bounded load
+// and affinity, placement.go), the Raft replica of the catalog
+// (hashicorp/raft over Badger: raft.go, propose.go, peer.go), the node
+// (node.go: actor system, device actors, the vPLM kind, joins, graceful
+// leave) and client members (client.go).
 package cluster

@@ -65,11 +65,14 @@ type GossipConfig struct {
 	GossipInterval time.Duration
 }
 
-// DefaultGossipConfig detects a dead peer in about a second: tuned for a
-// LAN, where a probe that takes 200ms has failed.
+// DefaultGossipConfig detects a peer that stopped answering in about two
+// seconds (a probe every 500ms, failed after 400ms, then 3 probe
+// intervals of suspicion in which the peer may refute): tuned for a LAN,
+// with room for a loaded machine's pauses. A peer whose process died is
+// found sooner: its connections break (placement.go).
 func DefaultGossipConfig() GossipConfig {
-	return GossipConfig{Bind: "127.0.0.1:0", ProbeInterval: 250 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
-		SuspicionMult: 2, GossipInterval: 100 * time.Millisecond}
+	return GossipConfig{Bind: "127.0.0.1:0", ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 400 * time.Millisecond,
+		SuspicionMult: 3, GossipInterval: 100 * time.Millisecond}
 }
 
 // Validate checks the configuration.
@@ -159,6 +162,9 @@ type gossip struct {
 	cfg    GossipConfig
 	log    *slog.Logger
 	client bool
+	// joinLater: a failed join at start is not fatal (a node whose catalog
+	// names its peers retries, Node.rejoin).
+	joinLater bool
 
 	mu   sync.Mutex
 	meta memberMeta
@@ -169,8 +175,9 @@ type gossip struct {
 	cl   *pc.Cluster
 	view atomic.Pointer[view]
 	// onView, when set, runs (on the topology goroutine) after each
-	// change of the view.
-	onView func(*view)
+	// change of the members or their leaving; lastSig is the last seen.
+	onView  func(*view)
+	lastSig string
 
 	kick     chan struct{}
 	stop     chan struct{}
@@ -186,7 +193,7 @@ type gossip struct {
 	// its own lock); dead are the member ids declared dead here, which
 	// must not come back (guarded by mu).
 	nodes map[string]nodeCopy
-	dead  map[string]bool
+	dead  map[string]time.Time
 }
 
 // nodeCopy is what this node keeps of a memberlist node.
@@ -204,18 +211,26 @@ func newGossip(cfg GossipConfig, meta memberMeta, client bool, log *slog.Logger)
 	meta.Client = client
 	return &gossip{cfg: cfg, log: log, client: client, meta: meta, kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}), removed: make(chan struct{}), told: map[string]time.Time{},
-		nodes: map[string]nodeCopy{}, dead: map[string]bool{}}
+		nodes: map[string]nodeCopy{}, dead: map[string]time.Time{}}
 }
 
-// encodeMeta encodes m, refusing what does not fit memberlist's cap.
+// encodeMeta encodes m, refusing what does not fit memberlist's cap even
+// at its largest (leaving, and a resident count of 10 digits), so that no
+// later update can fail.
 func encodeMeta(m memberMeta) ([]byte, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("%w: node metadata is %d bytes, memberlist's cap is %d (fewer or shorter backbone names)",
-			actors.ErrBadConfig, len(b), memberlist.MetaMaxSize)
+	worst := m
+	worst.Leaving, worst.Resident = true, 1<<31
+	wb, err := json.Marshal(worst)
+	if err != nil {
+		return nil, err
+	}
+	if len(wb) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("%w: node metadata is up to %d bytes, memberlist's cap is %d (fewer or shorter backbone names, a shorter node id or addresses)",
+			actors.ErrBadConfig, len(wb), memberlist.MetaMaxSize)
 	}
 	return b, nil
 }
@@ -269,8 +284,11 @@ func (g *gossip) start(c *pc.Cluster) error {
 	go g.loop()
 	if len(g.cfg.Seeds) > 0 {
 		if _, err := ml.Join(g.cfg.Seeds); err != nil {
-			g.Shutdown(false)
-			return fmt.Errorf("%w: gossip join via %v: %w", actors.ErrUnavailable, g.cfg.Seeds, err)
+			if !g.joinLater {
+				g.Shutdown(false)
+				return fmt.Errorf("%w: gossip join via %v: %w", actors.ErrUnavailable, g.cfg.Seeds, err)
+			}
+			g.log.Warn("gossip join failed: starting alone, retrying in the background", "seeds", g.cfg.Seeds, "err", err)
 		}
 	}
 	g.refresh()
@@ -319,7 +337,9 @@ func (g *gossip) setMeta(f func(*memberMeta)) error {
 		return err
 	}
 	if g.ml != nil {
-		err = g.ml.UpdateNode(0) // queue the broadcast, do not wait for it
+		// Wait for the broadcast to go out, a bounded while (0 would
+		// wait forever: memberlist's UpdateNode has no "don't wait").
+		err = g.ml.UpdateNode(500 * time.Millisecond)
 	}
 	g.refresh()
 	return err
@@ -350,11 +370,22 @@ func (g *gossip) refresh() {
 }
 
 func (g *gossip) update() {
+	now := time.Now()
+	for id, t := range g.told {
+		if now.Sub(t) > time.Hour {
+			delete(g.told, id)
+		}
+	}
 	g.mu.Lock()
+	for id, t := range g.dead {
+		if now.Sub(t) > time.Hour && g.nodes[id].name == "" { // not seen back in an hour
+			delete(g.dead, id)
+		}
+	}
 	nodes := make([]nodeCopy, 0, len(g.nodes))
 	var back []nodeCopy
 	for _, n := range g.nodes {
-		if g.dead[n.name] {
+		if _, dead := g.dead[n.name]; dead {
 			back = append(back, n)
 			continue
 		}
@@ -380,7 +411,14 @@ func (g *gossip) update() {
 	}
 	g.view.Store(v)
 	g.cl.MemberList.UpdateClusterTopology(members)
-	if g.onView != nil {
+	// Placement reconciles when who is in, and who is leaving, changes
+	// (not on every load update).
+	var sig strings.Builder
+	for _, m := range v.Members {
+		fmt.Fprintf(&sig, "%s/%s/%t;", m.ID, m.Meta.Node, m.Meta.Leaving)
+	}
+	if g.onView != nil && sig.String() != g.lastSig {
+		g.lastSig = sig.String()
 		g.onView(v)
 	}
 }
@@ -435,8 +473,9 @@ func (g *gossip) LocalState(bool) []byte          { return nil }
 func (g *gossip) MergeRemoteState([]byte, bool)   {}
 
 // memberlist.EventDelegate: each event is copied and kicks the topology
-// loop. A node that failed (dead, not left) is remembered: if it comes
-// back under the same id, it is told to restart its identity.
+// loop. A node that failed (declared dead, not left after announcing its
+// leave) is remembered: if it comes back under the same id, it is told to
+// restart its identity.
 
 func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.note(n, false) }
 func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.note(n, false) }
@@ -446,10 +485,13 @@ func (g *gossip) note(n *memberlist.Node, left bool) {
 	c := copyNode(n)
 	g.mu.Lock()
 	if left {
-		delete(g.nodes, c.name)
-		if n.State == memberlist.StateDead {
-			g.dead[c.name] = true
+		// memberlist's Node.State is stale in this callback: a node that
+		// left gracefully said so in its metadata first (Node.Leave).
+		var m memberMeta
+		if json.Unmarshal(c.meta, &m) != nil || !m.Leaving {
+			g.dead[c.name] = time.Now()
 		}
+		delete(g.nodes, c.name)
 	} else {
 		g.nodes[c.name] = c
 	}
@@ -536,7 +578,7 @@ func (g *gossip) members() []MemberInfo {
 	g.mu.Lock()
 	nodes := make([]nodeCopy, 0, len(g.nodes))
 	for _, n := range g.nodes {
-		if !g.dead[n.name] {
+		if _, dead := g.dead[n.name]; !dead {
 			nodes = append(nodes, n)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,10 +53,15 @@ const placementName = "smile-placement"
 // Epsilon bounds a node's load to (1+Epsilon) times the mean.
 const Epsilon = 0.25
 
+// spillTimeout bounds a home's wait on one spill target: well under a
+// caller's wait on the home, so one dead target costs the caller nothing.
+const spillTimeout = 500 * time.Millisecond
+
 // Request ids of ActivationRequest between placement actors.
 const (
 	reqResolve = ""      // from a caller: decide, as the home
-	reqPlace   = "place" // from a home: activate here
+	reqPlace   = "place" // from a home: activate here if within the bound
+	reqTake    = "take"  // from a leaving node, or a home that cannot serve it: activate here if you can serve it
 )
 
 // placement is the identity lookup of a node or client.
@@ -65,7 +72,10 @@ type placement struct {
 	client bool
 	// backboneOf names a vPLM's backbone ("" when unknown: any member).
 	backboneOf func(id string) string
-	timeout    time.Duration
+	// canHost reports whether this node can serve a vPLM (a plot-mode
+	// vPLM needs its PLOT table here); unset: any.
+	canHost atomic.Pointer[func(id string) bool]
+	timeout time.Duration
 
 	// suspect are actor addresses whose endpoint terminated, and when:
 	// skipped for a while, ahead of memberlist's verdict.
@@ -101,7 +111,7 @@ func (p *placement) Setup(cl *pc.Cluster, _ []string, isClient bool) {
 	}
 	props := actor.PropsFromProducer(func() actor.Actor {
 		return &placementActor{p: p, local: map[string]*actor.PID{}, byPID: map[string]string{}, dir: map[string]*actor.PID{},
-			spilling: map[string][]*actor.PID{}}
+			dirBy: map[string]string{}, sent: map[string]int{}, seen: map[string]int{}, spilling: map[string][]*actor.PID{}}
 	})
 	pid, err := cl.ActorSystem.Root.SpawnNamed(props, placementName)
 	if err != nil {
@@ -118,6 +128,12 @@ func (p *placement) Shutdown() {
 	if p.actor != nil {
 		_ = p.cl.ActorSystem.Root.PoisonFuture(p.actor).Wait()
 	}
+}
+
+// hostable reports whether this node can serve id (canHost).
+func (p *placement) hostable(id string) bool {
+	f := p.canHost.Load()
+	return f == nil || (*f)(id)
 }
 
 // isSuspect reports whether addr's endpoint terminated lately (2s).
@@ -214,12 +230,9 @@ func (p *placement) ask(addr string, ci *pc.ClusterIdentity, kind string) *actor
 	res, err := p.cl.ActorSystem.Root.RequestFuture(actor.NewPID(addr, placementName),
 		&pc.ActivationRequest{ClusterIdentity: ci, RequestId: kind}, p.timeout).Result()
 	if err != nil {
+		// No suspicion from a timeout: the home may be waiting on a
+		// spill target that died. Broken connections and gossip decide.
 		p.log.Debug("activation request", "at", addr, "id", ci.Identity, "err", err)
-		if err == actor.ErrTimeout {
-			p.mu.Lock()
-			p.suspect[addr] = time.Now()
-			p.mu.Unlock()
-		}
 		return nil
 	}
 	r, ok := res.(*pc.ActivationResponse)
@@ -259,6 +272,13 @@ type placementActor struct {
 	local map[string]*actor.PID // id → activation on this node
 	byPID map[string]string     // activation's pid id → vPLM id
 	dir   map[string]*actor.PID // id → activation elsewhere, for vPLMs homed here
+	// dirBy maps a directory entry's pid (watched) back to its vPLM.
+	dirBy map[string]string
+	// sent counts the vPLMs this home placed on each member since that
+	// member's gossiped load last changed (seen): added to the gossiped
+	// load, which lags a burst of activations.
+	sent map[string]int
+	seen map[string]int
 	// spilling holds the callers waiting while a vPLM homed here is
 	// activated elsewhere: one placement per vPLM at a time.
 	spilling map[string][]*actor.PID
@@ -282,9 +302,16 @@ func (a *placementActor) Receive(ctx actor.Context) {
 	case *pc.ActivationTerminated:
 		key := m.GetClusterIdentity().GetIdentity()
 		if d, ok := a.dir[key]; ok && d.Equal(m.Pid) {
-			delete(a.dir, key)
+			a.dropDir(ctx, key)
 		}
 	case *actor.Terminated:
+		if id, ok := a.dirBy[pidKey(m.Who)]; ok { // a directory entry's activation ended
+			if d, ok := a.dir[id]; ok && d.Equal(m.Who) {
+				a.dropDir(ctx, id)
+			}
+			delete(a.dirBy, pidKey(m.Who))
+			return
+		}
 		if id, ok := a.byPID[m.Who.Id]; ok {
 			delete(a.byPID, m.Who.Id)
 			if cur, ok := a.local[id]; ok && cur.Id == m.Who.Id {
@@ -315,66 +342,137 @@ func (a *placementActor) activation(ctx actor.Context, m *pc.ActivationRequest) 
 		ctx.Respond(&pc.ActivationResponse{Failed: true})
 		return
 	}
-	if m.RequestId == reqPlace {
-		ctx.Respond(a.spawn(ctx, id))
-		return
-	}
 	self := ctx.Self().Address
-	if pid, ok := a.dir[id]; ok {
-		if _, live := a.p.g.view.Load().byAddress(pid.Address); live && !a.p.isSuspect(pid.Address) {
+	if m.RequestId != reqResolve {
+		// Another node places id here: an activation this node knows of
+		// elsewhere is the answer (no second copy).
+		if pid := a.liveDir(ctx, id); pid != nil {
 			ctx.Respond(&pc.ActivationResponse{Pid: pid})
 			return
 		}
-		delete(a.dir, id)
-	}
-	cands := a.p.ranked(id, "")
-	loads := make([]int, len(cands))
-	for i, c := range cands {
-		loads[i] = c.Meta.Resident
-		if c.Meta.addr() == self {
-			loads[i] = len(a.local)
+		if !a.p.hostable(id) {
+			ctx.Respond(&pc.ActivationResponse{Failed: true})
+			return
 		}
 	}
-	b := bound(loads)
-	target := ""
-	for i, c := range cands {
-		if loads[i]+1 <= b {
-			target = c.Meta.addr()
-			break
-		}
-	}
-	if target == "" && len(cands) > 0 {
-		target = cands[0].Meta.addr()
-	}
-	if target == "" || target == self {
-		if target == "" && !a.hosts(id) {
+	switch {
+	case m.RequestId == reqTake:
+		ctx.Respond(a.spawn(ctx, id))
+		return
+	case strings.HasPrefix(m.RequestId, reqPlace):
+		// A home spills here: within the bound, by this node's exact count
+		// against the larger of its own bound and the home's, or refused.
+		homeBound, _ := strconv.Atoi(strings.TrimPrefix(m.RequestId, reqPlace))
+		_, _, b := a.loads(id, self)
+		if len(a.local)+1 > max(b, homeBound) {
 			ctx.Respond(&pc.ActivationResponse{Failed: true})
 			return
 		}
 		ctx.Respond(a.spawn(ctx, id))
 		return
 	}
-	// Spill to target; answer the callers when it has activated.
-	if waiting, ok := a.spilling[id]; ok {
+	if pid := a.liveDir(ctx, id); pid != nil {
+		ctx.Respond(&pc.ActivationResponse{Pid: pid})
+		return
+	}
+	if waiting, ok := a.spilling[id]; ok { // being placed elsewhere
 		a.spilling[id] = append(waiting, ctx.Sender())
 		return
 	}
+	if len(a.p.ranked(id, "")) == 0 && !a.hosts(id) {
+		ctx.Respond(&pc.ActivationResponse{Failed: true})
+		return
+	}
+	steps := a.plan(id, self)
+	if len(steps) == 0 || steps[0].addr == self {
+		ctx.Respond(a.spawn(ctx, id))
+		return
+	}
 	a.spilling[id] = []*actor.PID{ctx.Sender()}
-	f := ctx.RequestFuture(actor.NewPID(target, placementName),
-		&pc.ActivationRequest{ClusterIdentity: m.ClusterIdentity, RequestId: reqPlace}, a.p.timeout)
+	a.spill(ctx, m.ClusterIdentity, steps)
+}
+
+// step is one member a home asks to activate a vPLM, and how.
+type step struct{ addr, kind string }
+
+// plan is where a home tries to activate id, in order: the members within
+// the load bound in rank order (each may still refuse, by its exact
+// count). A plot-mode vPLM whose table is not here skips this node, and
+// then asks the others regardless of load. With every step refused, the
+// home activates it itself: over the bound (loads known late, in a burst
+// of first activations) rather than nowhere.
+func (a *placementActor) plan(id, self string) []step {
+	cands, loads, b := a.loads(id, self)
+	here := a.p.hostable(id)
+	var steps, rest []step
+	for i, c := range cands {
+		addr := c.Meta.addr()
+		if addr == self && !here {
+			continue
+		}
+		if loads[i]+1 <= b {
+			steps = append(steps, step{addr, reqPlace + strconv.Itoa(b)})
+		}
+		if !here {
+			rest = append(rest, step{addr, reqTake})
+		}
+	}
+	return append(steps, rest...)
+}
+
+// loads ranks the members that may host id with their loads (this node's
+// exact, the others' as gossiped) and the bound.
+func (a *placementActor) loads(id, self string) ([]memberView, []int, int) {
+	cands := a.p.ranked(id, "")
+	loads := make([]int, len(cands))
+	for i, c := range cands {
+		addr := c.Meta.addr()
+		if addr == self {
+			loads[i] = len(a.local)
+			continue
+		}
+		if a.seen[addr] != c.Meta.Resident { // a fresh load: our placements are in it
+			a.seen[addr], a.sent[addr] = c.Meta.Resident, 0
+		}
+		loads[i] = c.Meta.Resident + a.sent[addr]
+	}
+	return cands, loads, bound(loads)
+}
+
+// spill asks the steps' members in turn to activate ci, activating it
+// here when every one refuses, and answers the callers waiting on it.
+func (a *placementActor) spill(ctx actor.Context, ci *pc.ClusterIdentity, steps []step) {
+	id := ci.Identity
+	if len(steps) == 0 || steps[0].addr == ctx.Self().Address {
+		a.answer(ctx, id, a.spawn(ctx, id))
+		return
+	}
+	st := steps[0]
+	f := ctx.RequestFuture(actor.NewPID(st.addr, placementName),
+		&pc.ActivationRequest{ClusterIdentity: ci, RequestId: st.kind}, spillTimeout)
 	ctx.ReenterAfter(f, func(res any, err error) {
-		waiting := a.spilling[id]
-		delete(a.spilling, id)
+		if pid, ok := a.local[id]; ok { // activated here meanwhile
+			a.answer(ctx, id, &pc.ActivationResponse{Pid: pid})
+			return
+		}
 		r, ok := res.(*pc.ActivationResponse)
 		if err != nil || !ok || r.Pid == nil {
-			r = &pc.ActivationResponse{Failed: true}
-		} else if _, mine := a.local[id]; !mine {
-			a.dir[id] = r.Pid
+			a.spill(ctx, ci, steps[1:])
+			return
 		}
-		for _, s := range waiting {
-			ctx.Send(s, r)
-		}
+		a.sent[st.addr]++
+		a.setDir(ctx, id, r.Pid)
+		a.answer(ctx, id, r)
 	})
+}
+
+// answer answers every caller waiting on id's placement.
+func (a *placementActor) answer(ctx actor.Context, id string, r *pc.ActivationResponse) {
+	waiting := a.spilling[id]
+	delete(a.spilling, id)
+	for _, s := range waiting {
+		ctx.Send(s, r)
+	}
 }
 
 // hosts reports whether this node serves id's backbone.
@@ -407,10 +505,17 @@ func (a *placementActor) spawn(ctx actor.Context, id string) *pc.ActivationRespo
 
 // register records an activation another node holds of a vPLM homed
 // here. If this node activated it too (views differed), the registered,
-// older one stays and the local one stops.
+// older one stays and the local one stops; if the directory already holds
+// another live activation elsewhere, that one stays and the registered
+// one stops.
 func (a *placementActor) register(ctx actor.Context, m *pc.Activation) {
 	id := m.GetClusterIdentity().GetIdentity()
 	if m.Pid == nil || m.Pid.Address == ctx.Self().Address {
+		return
+	}
+	if cur := a.liveDir(ctx, id); cur != nil && !cur.Equal(m.Pid) {
+		a.p.log.Debug("duplicate activation: stopping the one registered last", "id", id, "kept", cur.Address, "stopped", m.Pid.Address)
+		ctx.Poison(m.Pid)
 		return
 	}
 	if pid, ok := a.local[id]; ok {
@@ -420,8 +525,45 @@ func (a *placementActor) register(ctx actor.Context, m *pc.Activation) {
 		a.p.cl.PidCache.RemoveByValue(id, actors.KindVPLM, pid)
 		ctx.Poison(pid)
 	}
-	a.dir[id] = m.Pid
+	a.setDir(ctx, id, m.Pid)
 }
+
+// setDir records that id runs at pid (elsewhere), watching it so the
+// entry goes when the activation does.
+func (a *placementActor) setDir(ctx actor.Context, id string, pid *actor.PID) {
+	if old, ok := a.dir[id]; ok {
+		if old.Equal(pid) {
+			return
+		}
+		a.dropDir(ctx, id)
+	}
+	a.dir[id] = pid
+	a.dirBy[pidKey(pid)] = id
+	ctx.Watch(pid)
+}
+
+func (a *placementActor) dropDir(ctx actor.Context, id string) {
+	if pid, ok := a.dir[id]; ok {
+		delete(a.dir, id)
+		delete(a.dirBy, pidKey(pid))
+		ctx.Unwatch(pid)
+	}
+}
+
+// liveDir is id's directory entry if its member is alive (else it goes).
+func (a *placementActor) liveDir(ctx actor.Context, id string) *actor.PID {
+	pid, ok := a.dir[id]
+	if !ok {
+		return nil
+	}
+	if _, live := a.p.g.view.Load().byAddress(pid.Address); live && !a.p.isSuspect(pid.Address) {
+		return pid
+	}
+	a.dropDir(ctx, id)
+	return nil
+}
+
+func pidKey(p *actor.PID) string { return p.Address + "/" + p.Id }
 
 // reconcile registers the local activations whose home is now another
 // node with that home, and forgets directory entries on members gone.
@@ -429,7 +571,7 @@ func (a *placementActor) reconcile(ctx actor.Context) {
 	v := a.p.g.view.Load()
 	for id, pid := range a.dir {
 		if _, ok := v.byAddress(pid.Address); !ok {
-			delete(a.dir, id)
+			a.dropDir(ctx, id)
 		}
 	}
 	self := ctx.Self().Address
@@ -459,7 +601,7 @@ func (a *placementActor) handOver(ctx actor.Context, m *handOver) {
 			continue
 		}
 		ps = append(ps, pending{id, ctx.RequestFuture(actor.NewPID(c[0].Meta.addr(), placementName),
-			&pc.ActivationRequest{ClusterIdentity: pc.NewClusterIdentity(id, actors.KindVPLM), RequestId: reqPlace}, a.p.timeout)})
+			&pc.ActivationRequest{ClusterIdentity: pc.NewClusterIdentity(id, actors.KindVPLM), RequestId: reqTake}, a.p.timeout)})
 	}
 	// Wait off the mailbox for the new activations, then stop ours.
 	local := make(map[string]*actor.PID, len(a.local))

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -9,15 +10,20 @@ import (
 
 	"github.com/smile-vplm/smile/actors"
 	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/gpu/cpu"
+	"github.com/smile-vplm/smile/internal/testenv"
+	"github.com/smile-vplm/smile/storage"
 )
 
 // startGossipCluster starts size nodes in one process, joined by gossip
 // (each with its own Badger and catalog: the tests copy entries to all).
 func startGossipCluster(t *testing.T, size int) []*testNode {
 	t.Helper()
+	testenv.SkipMultiNodeUnderRace(t)
 	var nodes []*testNode
 	for i := range size {
 		cfg := DefaultNodeConfig()
+		cfg.Gossip.Key = "placement test key" // gossip encrypted
 		if i > 0 {
 			cfg.Gossip.Seeds = []string{nodes[0].GossipAddr()}
 		}
@@ -75,6 +81,10 @@ func TestPlacementDuplicates(t *testing.T) {
 	for i := range models {
 		createEverywhere(t, ctx, nodes, fmt.Sprintf("p%03d", i))
 	}
+	// Node 1 cannot serve the first ten (as a plot-mode vPLM whose PLOT
+	// table is elsewhere): they go to the others.
+	notHere := func(id string) bool { return id >= "p010" }
+	nodes[1].place.canHost.Store(&notHere)
 	classifyAll := func(via []*testNode) {
 		t.Helper()
 		var wg sync.WaitGroup
@@ -102,6 +112,13 @@ func TestPlacementDuplicates(t *testing.T) {
 	if total != models {
 		t.Fatalf("%d activations of %d vPLMs: %v", total, models, per)
 	}
+	for i := range 10 {
+		for _, n := range nodes {
+			if pid, ok := n.cl.PidCache.Get(fmt.Sprintf("p%03d", i), actors.KindVPLM); ok && pid.Address == nodes[1].Address() {
+				t.Errorf("p%03d is on node 1, which cannot serve it", i)
+			}
+		}
+	}
 	b := bound([]int{models / 3, models / 3, models / 3})
 	for i, c := range per {
 		if c == 0 || c > b {
@@ -123,4 +140,49 @@ func TestPlacementDuplicates(t *testing.T) {
 		total, _ := residentTotal(nodes[:2])
 		return total == models
 	})
+}
+
+// TestGossipKeyAndMeta: a node with another cluster key cannot join (the
+// gossip is encrypted), and metadata past memberlist's cap is refused at
+// start with a typed error.
+func TestGossipKeyAndMeta(t *testing.T) {
+	testenv.SkipMultiNodeUnderRace(t)
+	cfg := DefaultNodeConfig()
+	cfg.Gossip.Key = "right key"
+	a := startNode(t, cfg)
+	bad := DefaultNodeConfig()
+	bad.Gossip.Key = "wrong key"
+	bad.Gossip.Seeds = []string{a.GossipAddr()}
+	z := testenv.UseLite(t)
+	dev, err := cpu.New(cpu.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	bb, err := z.Load(dev, "use-lite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	store, err := storage.Open(storage.DefaultOptions(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if n, err := Start(t.Context(), bad, store, storage.NewCatalog(store), bb); !errors.Is(err, actors.ErrUnavailable) {
+		if n != nil {
+			n.Close(t.Context())
+		}
+		t.Fatalf("joining with the wrong key: %v, want unavailable", err)
+	}
+	if got := len(a.Members()); got != 1 {
+		t.Errorf("%d members after a join with the wrong key, want 1", got)
+	}
+	long := memberMeta{Host: "127.0.0.1", Port: 1}
+	for i := range 40 {
+		long.Backbones = append(long.Backbones, fmt.Sprintf("a-rather-long-backbone-name-%02d", i))
+	}
+	if _, err := encodeMeta(long); !errors.Is(err, actors.ErrBadConfig) {
+		t.Errorf("metadata of 40 long backbone names: %v, want bad config", err)
+	}
 }

@@ -302,16 +302,22 @@ func (r *Replica) waitApplied(ctx context.Context, idx uint64) error {
 	return nil
 }
 
-// join asks the member at cfg.Join to add this node, until it does.
+// join asks the members at cfg.Join, in turn, to add this node, until
+// one does.
 func (r *Replica) join(ctx context.Context) error {
 	me := r.self()
 	wait := 100 * time.Millisecond
-	for {
-		err := r.postJoin(ctx, r.cfg.Join, me)
+	seeds := r.cfg.Seeds()
+	for i := 0; ; i++ {
+		seed := seeds[i%len(seeds)]
+		err := r.postJoin(ctx, seed, me)
 		if err == nil {
 			return nil
 		}
-		r.log.Info("joining the cluster", "via", r.cfg.Join, "err", err)
+		r.log.Info("joining the cluster", "via", seed, "err", err)
+		if (i+1)%len(seeds) != 0 {
+			continue // the next seed at once
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: join via %s: %w", actors.ErrUnavailable, r.cfg.Join, err)

@@ -41,8 +41,9 @@ type RaftConfig struct {
 	APIAddr string
 	// Dir holds Raft snapshots and the node id.
 	Dir string
-	// Join is an existing member's API address. A node with no Raft state
-	// and no Join bootstraps a new one-voter cluster.
+	// Join is existing members' API addresses, comma-separated, tried in
+	// turn. A node with no Raft state and no Join bootstraps a new
+	// one-voter cluster.
 	Join string
 	// Secret, when set, must be sent by peers on internal routes (header
 	// X-Smile-Cluster-Key); every member needs the same one.
@@ -64,6 +65,17 @@ type RaftConfig struct {
 	// ApplyTimeout bounds one proposal's wait in the leader's queue.
 	ApplyTimeout time.Duration
 	Log          *slog.Logger
+}
+
+// Seeds are the Join addresses, one per element.
+func (c RaftConfig) Seeds() []string {
+	var out []string
+	for _, s := range strings.Split(c.Join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // DefaultRaftConfig is a replica on loopback; Bind, APIAddr and Dir are
@@ -105,9 +117,9 @@ func (c RaftConfig) Validate() error {
 	if err := dialable(c.APIAddr); err != nil {
 		return fmt.Errorf("%w: raft: API address: %w (set --advertise-addr)", actors.ErrBadConfig, err)
 	}
-	if c.Join != "" {
-		if _, _, err := net.SplitHostPort(c.Join); err != nil {
-			return fmt.Errorf("%w: raft: join address %q: %w", actors.ErrBadConfig, c.Join, err)
+	for _, j := range c.Seeds() {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return fmt.Errorf("%w: raft: join address %q: %w", actors.ErrBadConfig, j, err)
 		}
 	}
 	return nil
@@ -481,6 +493,10 @@ func (w slogWriter) Write(p []byte) (int, error) {
 type fsm struct {
 	cat *storage.Catalog
 	log *slog.Logger
+	// onTenant, when set, is told of every tenant change applied, and nil
+	// after a snapshot install (the node's device schedulers follow the
+	// catalog). It must not block.
+	onTenant atomic.Pointer[func(*smilepb.Tenant)]
 	// last is the index of the last entry applied (commands and
 	// configuration changes; Raft's no-ops and barriers never reach the
 	// FSM): what Sync waits for.
@@ -526,6 +542,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			}
 			i := at[j]
 			out[i] = &applied{vplms: vs[j], errs: errs[j]}
+			if hook := f.onTenant.Load(); hook != nil {
+				for k, c := range e.Cmds {
+					if pt := c.GetPutTenant(); pt != nil && (k >= len(errs[j]) || errs[j][k] == nil) {
+						(*hook)(pt.GetTenant())
+					}
+				}
+			}
 			for _, err := range errs[j] {
 				if err != nil && errorKind(err) == "internal" {
 					// Badger failed under the catalog: going on would leave
@@ -561,6 +584,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.last.Store(idx)
+	if hook := f.onTenant.Load(); hook != nil {
+		(*hook)(nil) // every tenant may have changed
+	}
 	return nil
 }
 
@@ -582,3 +608,27 @@ var (
 	_ actors.BlobStore    = (*Replica)(nil)
 	_ actors.ParamsSource = (*Replica)(nil)
 )
+
+// StepDown hands Raft leadership to another voter when this node leads
+// (a node leaving gracefully: writes pause for a transfer, not for an
+// election timeout). A follower has nothing to do.
+func (r *Replica) StepDown(ctx context.Context) error {
+	if !r.IsLeader() || r.members() < 2 {
+		return nil
+	}
+	f := r.raft.LeadershipTransfer()
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// OnTenant has fn told of every tenant's settings as the catalog applies
+// them, on every node (so each node's device schedulers follow a PutTenant
+// made through any node); nil after a snapshot is installed (any tenant
+// may have changed). fn must not block: it runs on the state machine.
+func (r *Replica) OnTenant(fn func(*smilepb.Tenant)) { r.fsm.onTenant.Store(&fn) }

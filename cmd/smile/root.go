@@ -81,7 +81,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.AddCommand(newVersionCmd(), newPullCmd(g), newImportCmd(g), newEmbedCmd(g), newBenchCmd(g), newServeCmd(g),
 		newCreateCmd(), newListCmd(), newShowCmd(), newRemoveCmd(), newClassifyCmd(), newTenantCmd(), newDataCmd(g))
-	root.AddCommand(newTrainCmd(), newJobsCmd(), newJobCmd(), newCancelCmd(), newEvalCmd(), newTableCmd(), newBackupCmd(), newRestoreCmd(g))
+	root.AddCommand(newTrainCmd(), newJobsCmd(), newJobCmd(), newCancelCmd(), newEvalCmd(), newTableCmd(), newBackupCmd(), newRestoreCmd(g), newNodesCmd())
 	return root
 }
 

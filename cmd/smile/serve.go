@@ -8,13 +8,17 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/smile-vplm/smile/actors"
 	"github.com/smile-vplm/smile/api"
 	"github.com/smile-vplm/smile/cluster"
 	"github.com/smile-vplm/smile/storage"
@@ -37,17 +41,24 @@ func newServeCmd(g *globals) *cobra.Command {
 		advertise string
 		gcEvery   time.Duration
 		gcGrace   time.Duration
+		joins     []string
+		leaveWait time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a single-node SMILE server: actors, embedded Badger, the default backbone and the HTTP API",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			host, port, err := splitHostPort(actorAddr)
-			if err != nil {
-				return usagef("--actor-addr %q: %v", actorAddr, err)
+			if actorAddr != "" {
+				host, port, err := splitHostPort(actorAddr)
+				if err != nil {
+					return usagef("--actor-addr %q: %v", actorAddr, err)
+				}
+				if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+					return usagef("--actor-addr %q: peers dial this address: give a host they reach, not %q", actorAddr, host)
+				}
+				node.Host, node.Port = host, port
 			}
-			node.Host, node.Port = host, port
 			node.Device.HostCacheBytes = hostMB << 20
 			node.Device.DeviceCacheBytes = devMB << 20
 			if plotMB < 0 || plotMB > math.MaxInt64>>20 {
@@ -58,7 +69,11 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err := httpCfg.Validate(); err != nil {
 				return &usageError{err}
 			}
-			if err := node.Validate(); err != nil {
+			vc := node // the gossip address defaults once the API listens
+			if vc.Gossip.Bind == "" {
+				vc.Gossip.Bind = "127.0.0.1:0"
+			}
+			if err := vc.Validate(); err != nil {
 				return &usageError{err}
 			}
 			// A blob is swept only after the grace: it must outlast the
@@ -69,6 +84,17 @@ func newServeCmd(g *globals) *cobra.Command {
 			}
 			if rcfg.Secret == "" {
 				rcfg.Secret = os.Getenv("SMILE_CLUSTER_KEY")
+			}
+			rcfg.Join = strings.Join(joins, ",")
+			node.Join = rcfg.Seeds()
+			node.ClusterKey, node.Gossip.Key = rcfg.Secret, rcfg.Secret
+			for _, j := range node.Join {
+				if _, _, err := net.SplitHostPort(j); err != nil {
+					return usagef("--join %q: %v", j, err)
+				}
+			}
+			if leaveWait < 0 {
+				return usagef("--leave-timeout %v: want >= 0", leaveWait)
 			}
 			ctx := cmd.Context()
 			bb, err := g.backbone(ctx, backbone)
@@ -121,6 +147,25 @@ func newServeCmd(g *globals) *cobra.Command {
 					return usagef("--advertise-addr %q: %v", advertise, err)
 				}
 				rcfg.Bind = net.JoinHostPort(host, fmt.Sprint(port+1))
+				if node.Gossip.Bind == "" {
+					gp := port + 2
+					if port < 0 {
+						gp = 0
+					}
+					node.Gossip.Bind = net.JoinHostPort(host, fmt.Sprint(gp))
+				}
+			}
+			if node.Gossip.Bind == "" {
+				host, _, _ := net.SplitHostPort(rcfg.APIAddr)
+				node.Gossip.Bind = net.JoinHostPort(host, "0")
+			}
+			if err := node.Gossip.Validate(); err != nil {
+				return &usageError{err}
+			}
+			node.APIAddr = rcfg.APIAddr
+			if actorAddr == "" { // the advertised API host, a free port
+				node.Host, _, _ = net.SplitHostPort(rcfg.APIAddr)
+				node.Port = 0
 			}
 			rcfg.Dir = filepath.Join(g.dataDir, "raft")
 			cat := storage.NewCatalog(store)
@@ -136,6 +181,7 @@ func newServeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer func() {
+				// n is the node of the moment (a restart replaces it).
 				sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				if err := n.Close(sctx); err != nil {
@@ -143,28 +189,64 @@ func newServeCmd(g *globals) *cobra.Command {
 					slog.Warn("node close", "err", err)
 				}
 			}()
-			// Training jobs a previous run left unfinished continue from
-			// their last checkpoints.
-			if err := n.Service().ResumeJobs(ctx); err != nil {
-				slog.Warn("resuming training jobs", "err", err)
+			up := func(n *cluster.Node) {
+				// Training jobs a previous run left unfinished continue
+				// from their last checkpoints.
+				if err := n.Service().ResumeJobs(ctx); err != nil {
+					slog.Warn("resuming training jobs", "err", err)
+				}
+				handler := api.NewHandler(n.Service(), httpCfg, slog.Default())
+				srv.RegisterOnShutdown(handler.StopStreams)
+				front.node.Store(n)
+				front.api.Store(handler)
 			}
-			handler := api.NewHandler(n.Service(), httpCfg, slog.Default())
-			srv.RegisterOnShutdown(handler.StopStreams)
-			front.api.Store(handler)
+			up(n)
 			if gcEvery > 0 {
 				go collectGarbage(ctx, store, gcEvery, gcGrace)
 			}
 			if h, _, _ := net.SplitHostPort(rcfg.APIAddr); rcfg.Secret == "" && !isLoopback(h) {
-				slog.Warn("no --cluster-key: anyone who reaches the API address can write to the catalog through the internal routes and read backups; keep the Raft port on a private network too",
-					"api", rcfg.APIAddr, "raft", rp.RaftAddr())
+				slog.Warn("no --cluster-key: anyone who reaches the API address can write to the catalog through the internal routes and read backups, and anyone who reaches the gossip port can join the membership; keep the Raft, gossip and actor ports on a private network too",
+					"api", rcfg.APIAddr, "raft", rp.RaftAddr(), "gossip", n.GossipAddr())
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "smile: serving http://%s (backbone %s, data %s, actors %s, node %s, raft %s)\n",
 				ln.Addr(), backbone, g.dataDir, n.Address(), rp.ID(), rp.RaftAddr())
-			select {
-			case err := <-errc:
-				return err
-			case <-ctx.Done():
+			for stop := false; !stop; {
+				select {
+				case err := <-errc:
+					return err
+				case <-ctx.Done():
+					stop = true
+				case <-n.Removed():
+					// Peers declared this node dead (a pause, a partition)
+					// and blocked its member id: start again under a new one.
+					slog.Warn("removed from the cluster: restarting the node with a new identity")
+					front.api.Store(nil)
+					front.node.Store(nil)
+					sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					err := n.Close(sctx)
+					cancel()
+					if err != nil {
+						busy = true
+						return fmt.Errorf("restarting the node: %w", err)
+					}
+					nn, err := cluster.Start(ctx, node, store, cat, bb)
+					if err != nil {
+						return fmt.Errorf("restarting the node: %w", err)
+					}
+					n = nn
+					up(n)
+				}
 			}
+			// SIGTERM: hand Raft leadership and the vPLMs over, then stop
+			// taking requests (those in flight finish, sent on to the
+			// vPLMs' new nodes); the node leaves the gossip as it closes.
+			lctx, lcancel := context.WithTimeout(context.Background(), leaveWait)
+			if err := rp.StepDown(lctx); err != nil {
+				slog.Warn("handing Raft leadership over", "err", err)
+			}
+			handed, err := n.Leave(lctx)
+			lcancel()
+			slog.Info("leaving the cluster", "vplms_handed_over", handed, "err", err)
 			fmt.Fprintln(cmd.ErrOrStderr(), "smile: shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -176,7 +258,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&addr, "addr", defaultAddr, "HTTP API address")
-	f.StringVar(&actorAddr, "actor-addr", "127.0.0.1:0", "actor system (protoactor remote) address; port 0 picks one")
+	f.StringVar(&actorAddr, "actor-addr", "", "actor system (protoactor remote, gRPC) address peers dial, host:port (default: the advertised API host, a free port; port 0 picks one)")
 	f.StringVar(&backbone, "backbone", "use-lite", "backbone to serve (pulled on first use)")
 	f.Int64Var(&hostMB, "host-cache-mb", node.Device.HostCacheBytes>>20, "host memory for resident vPLM params (fp16), MiB")
 	f.Int64Var(&devMB, "device-cache-mb", node.Device.DeviceCacheBytes>>20, "device memory for uploaded vPLM params, MiB")
@@ -193,7 +275,10 @@ func newServeCmd(g *globals) *cobra.Command {
 	f.StringVar(&rcfg.ID, "node-id", "", "this node's id in the cluster (default: the one kept in the data directory, made up on first start)")
 	f.StringVar(&rcfg.Bind, "raft-addr", "", "Raft address, host:port (default: the --addr host, port+1; port 0 picks a free one, fine for a node that stays alone: peers remember the address)")
 	f.StringVar(&advertise, "advertise-addr", "", "HTTP API address peers use to reach this node (default: the --addr listener's)")
-	f.StringVar(&rcfg.Join, "join", "", "HTTP API address of a cluster member to join (a node with no state and no --join starts a new cluster)")
+	f.StringSliceVar(&joins, "join", nil, "HTTP API addresses of cluster members to join, comma-separated or repeated, tried in turn (a node with no state and no --join starts a new cluster)")
+	f.StringVar(&node.Gossip.Bind, "gossip-addr", "", "gossip (memberlist, TCP and UDP) address (default: the Raft host, API port+2; port 0 picks a free one)")
+	f.StringVar(&node.Gossip.Advertise, "gossip-advertise-addr", "", "gossip address peers use to reach this node (default: --gossip-addr)")
+	f.DurationVar(&leaveWait, "leave-timeout", 10*time.Second, "on SIGTERM, how long handing vPLMs and Raft leadership over may take")
 	f.StringVar(&rcfg.Secret, "cluster-key", "", "shared key peers must present on internal routes (env SMILE_CLUSTER_KEY)")
 	f.IntVar(&rcfg.MaxVoters, "max-voters", rcfg.MaxVoters, "Raft voters; further nodes join as non-voters")
 	f.IntVar(&rcfg.Replicas, "blob-replicas", rcfg.Replicas, "nodes that hold each new params blob before its catalog entry commits")
@@ -208,9 +293,19 @@ func newServeCmd(g *globals) *cobra.Command {
 type frontHandler struct {
 	replica atomic.Pointer[cluster.Replica]
 	api     atomic.Pointer[api.Handler]
+	node    atomic.Pointer[cluster.Node]
 }
 
 func (f *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/nodes" && r.Method == http.MethodGet {
+		if n := f.node.Load(); n != nil {
+			cluster.NodesHandler(n).ServeHTTP(w, r)
+			return
+		}
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/jobs/") && f.forwardJob(w, r) {
+		return
+	}
 	if cluster.IsInternal(r.URL.Path) {
 		if rp := f.replica.Load(); rp != nil {
 			rp.Handler().ServeHTTP(w, r)
@@ -222,6 +317,63 @@ func (f *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	api.WriteError(w, api.Errorf(api.CodeUnavailable, "the node is starting"))
 }
+
+// forwardedHeader marks a request one node forwarded to another (it is not
+// forwarded again).
+const forwardedHeader = "X-Smile-Forwarded"
+
+// forwardJob sends a request about a training or table job that this node
+// does not run to the node that does (jobs run, and are kept, where they
+// were started), so that any node answers for any job. It reports whether
+// it answered.
+func (f *frontHandler) forwardJob(w http.ResponseWriter, r *http.Request) bool {
+	n := f.node.Load()
+	if n == nil || r.Header.Get(forwardedHeader) != "" {
+		return false
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/jobs/"), "/")
+	if _, err := n.Service().Job(r.Context(), id); !errors.Is(err, actors.ErrJobNotFound) {
+		return false // here, or an error this node answers itself
+	}
+	// Only to the API addresses the catalog's Raft log names (a node's own
+	// PutNode): gossip is open to whoever reaches its port without a key.
+	known := map[string]bool{}
+	if rp := f.replica.Load(); rp != nil {
+		if nodes, err := rp.Catalog().Nodes(); err == nil {
+			for _, ni := range nodes {
+				known[ni.GetApiAddr()] = true
+			}
+		}
+	}
+	self := n.Address()
+	for _, m := range n.Members() {
+		if m.Actor == self || m.API == "" || !known[m.API] {
+			continue
+		}
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+m.API+"/v1/jobs/"+url.PathEscape(id), nil)
+		if err != nil {
+			return false
+		}
+		req.Header.Set(forwardedHeader, "1")
+		resp, err := jobProbe.Do(req)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			continue
+		}
+		p := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: m.API})
+		p.FlushInterval = -1 // job events stream
+		r.Header.Set(forwardedHeader, "1")
+		p.ServeHTTP(w, r)
+		return true
+	}
+	return false
+}
+
+// jobProbe asks peers whether they run a job.
+var jobProbe = &http.Client{Timeout: time.Second}
 
 // isLoopback reports whether host names this machine only.
 func isLoopback(host string) bool {
