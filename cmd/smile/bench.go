@@ -70,6 +70,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 				return benchTrain(cmd.Context(), g, o, out)
 			case "density":
 				return benchDensity(cmd.Context(), g, o, out)
+			case "cluster":
+				return benchCluster(cmd.Context(), g, o, out)
 			case "plot":
 				if err := checkTasks(o.tasks); err != nil {
 					return err
