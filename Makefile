@@ -44,7 +44,7 @@ test: build check proto-check
 # -race (protoactor-go's Remote.Start races by construction there, see
 # internal/testenv/multinode.go), so they run here without it.
 multinode:
-	$(GO) test -count=1 -run 'TestPlacement|TestClusterClient|Example' ./cluster/ ./api/actorclient/
+	$(GO) test -count=1 -run 'TestPlacement|TestGossipKey|TestClusterClient|Example' ./cluster/ ./api/actorclient/
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -63,6 +63,7 @@ bench-smoke: build
 	$(BIN) --data-dir $(TEST_DATA) bench accuracy --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench plot --quick --json
 	$(BIN) --data-dir $(TEST_DATA) bench density --quick --json
+	$(BIN) --data-dir $(TEST_DATA) bench cluster --quick --json
 
 # Full benchmark runs for docs/BENCHMARKS.md.
 bench: build
@@ -73,6 +74,7 @@ bench: build
 	$(BIN) bench accuracy --json
 	$(BIN) bench plot --json
 	$(BIN) bench density --json
+	$(BIN) bench cluster --json
 
 # Regenerate the JS reference outputs and measure the JS library (needs npm).
 reference:

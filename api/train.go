@@ -23,7 +23,7 @@ import (
 
 // UploadName is how errors about uploaded examples name the file
 // ("datasets: unknown label ... (examples_jsonl:12)").
-const UploadName = "examples_jsonl"
+const UploadName = actors.UploadName
 
 // protoOut is how answers are written: every field, even a zero one, so a
 // client reads val_accuracy 0 as a value and not as a missing field.
@@ -107,16 +107,10 @@ func (h *Handler) decodeTrain(w http.ResponseWriter, r *http.Request) (*smilepb.
 }
 
 // trainExamples parses uploaded JSONL examples, checking their labels
-// against labels (the vPLM's; none for an embed vPLM). Errors name the line.
+// against labels (the vPLM's; none for an embed vPLM). Errors name the line
+// (bad_dataset).
 func trainExamples(jsonl []byte, labels []string) ([]datasets.Example, error) {
-	opts := datasets.DefaultLoadOptions()
-	opts.MaxBytes = int64(len(jsonl)) + 1
-	opts.Labels = labels
-	ex, err := datasets.ReadJSONL(bytes.NewReader(jsonl), UploadName, opts)
-	if err != nil {
-		return nil, Errorf(CodeBadDataset, "%v", err)
-	}
-	return ex, nil
+	return actors.ReadExamples(jsonl, labels)
 }
 
 func (h *Handler) train(w http.ResponseWriter, r *http.Request) {

@@ -65,8 +65,8 @@ type GossipConfig struct {
 	GossipInterval time.Duration
 }
 
-// DefaultGossipConfig detects a peer that stopped answering in about two
-// seconds (a probe every 500ms, failed after 400ms, then 3 probe
+// DefaultGossipConfig detects a peer that stopped answering in two to
+// three seconds (a probe every 500ms, failed after 400ms, then 3 probe
 // intervals of suspicion in which the peer may refute): tuned for a LAN,
 // with room for a loaded machine's pauses. A peer whose process died is
 // found sooner: its connections break (placement.go).

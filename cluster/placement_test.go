@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+	pc "github.com/asynkron/protoactor-go/cluster"
+
 	"github.com/smile-vplm/smile/actors"
 	"github.com/smile-vplm/smile/api/smilepb"
 	"github.com/smile-vplm/smile/gpu/cpu"
@@ -185,4 +188,36 @@ func TestGossipKeyAndMeta(t *testing.T) {
 	if _, err := encodeMeta(long); !errors.Is(err, actors.ErrBadConfig) {
 		t.Errorf("metadata of 40 long backbone names: %v, want bad config", err)
 	}
+}
+
+// TestPlacementStaleDirectory: a home whose directory names an activation
+// that no longer exists (registered, then gone unseen) must not send
+// callers to it: the home watches what its directory names, and a caller
+// that finds a dead activation tells the home.
+func TestPlacementStaleDirectory(t *testing.T) {
+	nodes := startGossipCluster(t, 3)
+	ctx := ctxT(t)
+	createEverywhere(t, ctx, nodes, "stale")
+	home := nodes[0].place.ranked("stale", "")[0].Meta.addr()
+	var other *testNode
+	for _, n := range nodes {
+		if n.Address() != home {
+			other = n
+			break
+		}
+	}
+	// A registration of an activation that does not exist, on a live node.
+	ghost := actor.NewPID(other.Address(), "smile-placement/stale$ghost")
+	nodes[0].ActorSystem().Root.Send(actor.NewPID(home, placementName),
+		&pc.Activation{Pid: ghost, ClusterIdentity: pc.NewClusterIdentity("stale", actors.KindVPLM)})
+	start := time.Now()
+	for _, n := range nodes {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := n.Service().Classify(cctx, "stale", []string{"a fine film"})
+		cancel()
+		if err != nil {
+			t.Fatalf("classify through %s after a stale registration: %v", n.Address(), err)
+		}
+	}
+	t.Logf("served through every node %v after the stale registration", time.Since(start).Round(time.Millisecond))
 }

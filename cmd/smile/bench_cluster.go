@@ -93,6 +93,7 @@ func newCBProfile(quick bool) cbProfile {
 	p := cbProfile{vplms: 300, clients: 32, seconds: 15 * time.Second, rounds: 5, window: 8 * time.Second, lead: time.Second, drivers: 4}
 	if quick {
 		p.vplms, p.clients, p.seconds, p.rounds, p.lead, p.quick = 30, 8, 3*time.Second, 3, 500*time.Millisecond, true
+		p.window = 4 * time.Second // past gossip's ~3 s verdict on a stopped node
 	}
 	return p
 }
@@ -117,6 +118,8 @@ type clusterLine struct {
 	SeqPerS  float64 `json:"seq_per_s"`
 	P50MS    float64 `json:"p50_ms"`
 	P99MS    float64 `json:"p99_ms"`
+	// ThreadsPerNode is each node's --threads.
+	ThreadsPerNode int `json:"threads_per_node"`
 	// RoundSeqPerS are the rounds' seq/s: the spread the machine's noise leaves.
 	RoundSeqPerS []float64 `json:"round_seq_per_s"`
 	Quick        bool      `json:"quick"`
@@ -172,7 +175,7 @@ func benchCluster(ctx context.Context, g *globals, o *benchOpts, w io.Writer) er
 	if err != nil {
 		return err
 	}
-	env := cbEnv{exe: exe, src: src, args: []string{"--backend", g.backend, "--threads", strconv.Itoa(g.threads)}, logw: os.Stderr}
+	env := cbEnv{exe: exe, src: src, args: []string{"--backend", g.backend}, threads: g.threads, logw: os.Stderr}
 	rep := &cbReport{w: w, json: o.asJSON}
 	err = runClusterBench(ctx, env, newCBProfile(o.quick), rep)
 	return errors.Join(err, rep.flush())
@@ -183,8 +186,12 @@ type cbEnv struct {
 	exe  string   // the smile binary
 	src  string   // the data directory whose backbones/ and blobs/ they read
 	args []string // added to every `smile serve`
-	logw io.Writer
-	tmp  string // where the throwaway data directories go ("": the system's temp directory)
+	// threads is --threads: 0 gives each node of an N-node cluster its
+	// share of the cores, max(1, cores/N), so nodes sharing a machine do
+	// not oversubscribe it.
+	threads int
+	logw    io.Writer
+	tmp     string // where the throwaway data directories go ("": the system's temp directory)
 }
 
 func (e cbEnv) logf(format string, a ...any) {
@@ -305,10 +312,11 @@ func (nd *cbNode) running() bool {
 
 // cbCluster is a loopback cluster of children and their clients.
 type cbCluster struct {
-	env   cbEnv
-	nodes []*cbNode
-	http  *http.Client
-	ids   []string // the vPLMs created
+	env     cbEnv
+	threads int // each node's --threads
+	nodes   []*cbNode
+	http    *http.Client
+	ids     []string // the vPLMs created
 }
 
 // startCBCluster starts n nodes in fresh data directories under root: n1
@@ -320,7 +328,10 @@ func startCBCluster(ctx context.Context, env cbEnv, root string, n int) (c *cbCl
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 1024 // every closed-loop client keeps its connection
-	c = &cbCluster{env: env, http: &http.Client{Transport: tr}}
+	c = &cbCluster{env: env, threads: env.threads, http: &http.Client{Transport: tr}}
+	if c.threads == 0 {
+		c.threads = max(1, runtime.NumCPU()/n)
+	}
 	defer func() {
 		if err != nil && c != nil {
 			c.close()
@@ -378,6 +389,7 @@ func (c *cbCluster) spawn(nd *cbNode, addr string) error {
 	}
 	nd.out = newCBOutput()
 	nd.done = make(chan struct{})
+	args = append(args, "--threads", strconv.Itoa(c.threads))
 	nd.cmd = exec.Command(c.env.exe, append(args, c.env.args...)...)
 	nd.cmd.Env = append(os.Environ(), "SMILE_DATA_DIR="+nd.data)
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.out, nd.out
@@ -613,7 +625,7 @@ func (r *cbRun) line(p cbProfile) clusterLine {
 	slices.Sort(r.lats)
 	return clusterLine{Bench: r.bench, Nodes: len(r.c.nodes), VPLMs: p.vplms, Clients: p.clients, Seconds: p.seconds.Seconds(),
 		Requests: r.done, Errors: r.bad, SeqPerS: round(r.seqPerS(), 2), P50MS: ms(pct(r.lats, 0.5)), P99MS: ms(pct(r.lats, 0.99)),
-		RoundSeqPerS: r.perS, Quick: p.quick, Date: time.Now().UTC().Format(time.RFC3339), Machine: machineName()}
+		ThreadsPerNode: r.c.threads, RoundSeqPerS: r.perS, Quick: p.quick, Date: time.Now().UTC().Format(time.RFC3339), Machine: machineName()}
 }
 
 // round runs p.clients closed-loop clients for d, each request to a

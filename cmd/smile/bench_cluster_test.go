@@ -46,6 +46,10 @@ func TestUnavailableFor(t *testing.T) {
 // `smile serve` children, checks every line kind, and that no child
 // outlives the bench and its data directories are gone.
 func TestBenchClusterSmall(t *testing.T) {
+	if !*clusterFull {
+		// make test runs `smile bench cluster --quick` itself (bench-smoke).
+		t.Skip("the cluster bench's own test runs with -cluster.full; make bench-smoke runs the quick bench")
+	}
 	testenv.UseLite(t)
 	bin := buildSmile(t)
 	src, err := filepath.Abs(testenv.DataDir())
