@@ -58,7 +58,7 @@ func TestBenchClusterSmall(t *testing.T) {
 	}
 	p := newCBProfile(true)
 	p.vplms, p.clients, p.seconds, p.rounds = 6, 4, time.Second, 2
-	p.window, p.lead, p.drivers = 2*time.Second, 300*time.Millisecond, 2
+	p.window, p.lead, p.drivers = 4*time.Second, 300*time.Millisecond, 2 // past gossip's verdict on a stopped node
 	tmp := t.TempDir()
 	logw := io.Discard
 	if testing.Verbose() {
@@ -66,7 +66,7 @@ func TestBenchClusterSmall(t *testing.T) {
 	}
 	env := cbEnv{exe: bin, src: src, logw: logw, tmp: tmp}
 	var out bytes.Buffer
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	err = runClusterBench(ctx, env, p, &cbReport{w: &out, json: true})
 	if left, _ := os.ReadDir(tmp); len(left) > 0 {
@@ -98,14 +98,14 @@ func TestBenchClusterSmall(t *testing.T) {
 				t.Errorf("overhead line: %s", l)
 			}
 		case "failover":
-			if u := num("unavailable_ms"); u <= 0 || u > 2000 || m["owner"] == "" || m["owner"] == m["new_owner"] || num("owner_exit_ms") < 0 {
+			if u := num("unavailable_ms"); u <= 0 || u >= 4000 || m["owner"] == "" || m["owner"] == m["new_owner"] || num("owner_exit_ms") < 0 {
 				t.Errorf("failover line: %s", l)
 			}
 		default:
 			t.Errorf("unknown line: %s", l)
 		}
 	}
-	for k, n := range map[string]int{"cluster": 2, "cluster_owner": 1, "cluster_overhead": 1, "failover": 2} {
+	for k, n := range map[string]int{"cluster": 2, "cluster_owner": 1, "cluster_overhead": 1, "failover": 3} {
 		if kinds[k] != n {
 			t.Errorf("%d %q lines, want %d", kinds[k], k, n)
 		}
