@@ -152,6 +152,9 @@ func TestClusterKillLeader(t *testing.T) {
 			clients := make([]*api.Client, len(nodes))
 			for i, nd := range nodes {
 				clients[i], _ = api.NewClient(nd.addr)
+				// A node killed under it refuses at once: fail, not retry
+				// to the deadline (the test sends to the live ones).
+				clients[i].UnreachableRounds = 3
 			}
 			for k := 0; ; k++ {
 				i := next.Add(1) - 1
@@ -393,6 +396,7 @@ func TestKillDuringCreates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			c, _ := api.NewClient(srv.addr)
+			c.UnreachableRounds = 3 // the server killed: fail at once, not at the deadline
 			for {
 				i := next.Add(1) - 1
 				if i >= 250 || !alive(srv) {
