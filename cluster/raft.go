@@ -345,9 +345,6 @@ func (r *Replica) RaftAddr() string { return string(r.trans.LocalAddr()) }
 // Catalog is the local catalog (reads here may be stale; see Get).
 func (r *Replica) Catalog() *storage.Catalog { return r.cat }
 
-// Store is the local store.
-func (r *Replica) Store() *storage.Store { return r.store }
-
 // IsLeader reports whether this node is the Raft leader now.
 func (r *Replica) IsLeader() bool { return r.raft.State() == raft.Leader }
 

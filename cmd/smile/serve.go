@@ -46,7 +46,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run a single-node SMILE server: actors, embedded Badger, the default backbone and the HTTP API",
+		Short: "Run a SMILE node: actors, embedded Badger, the default backbone and the HTTP API; alone, or in a cluster with --join",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if actorAddr != "" {
