@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/internal/testenv"
 )
 
 // The Client against a cluster: real HTTP servers stand for the nodes, a
@@ -36,18 +37,6 @@ func newNode(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n
 	}))
 	t.Cleanup(nd.Close)
 	return nd
-}
-
-// downAddr is an address where nothing listens: a dial is refused.
-func downAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // hangUp reads the request's body and closes the connection without an
@@ -94,7 +83,7 @@ func TestNewClientEndpoints(t *testing.T) {
 // then keeps to the node that answered.
 func TestClientFailover(t *testing.T) {
 	good := newNode(t, func(w http.ResponseWriter, r *http.Request, n int) { writeJSON(w, http.StatusOK, okModel) })
-	c := newTestClient(t, downAddr(t), good.URL)
+	c := newTestClient(t, testenv.FreeAddr(t), good.URL)
 	for range 3 {
 		m, err := c.Get(t.Context(), "m")
 		if err != nil || m.ID != "m" {
@@ -190,7 +179,7 @@ func TestClientDeadline(t *testing.T) {
 	busy := newNode(t, func(w http.ResponseWriter, r *http.Request, n int) {
 		writeError(w, Errorf(CodeOverloaded, "queue full"))
 	})
-	c := newTestClient(t, downAddr(t), busy.URL)
+	c := newTestClient(t, testenv.FreeAddr(t), busy.URL)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
@@ -216,7 +205,7 @@ func TestClientDeadline(t *testing.T) {
 	}
 
 	// Nothing listening anywhere: unavailable, the refusal in the chain.
-	c = newTestClient(t, downAddr(t), downAddr(t))
+	c = newTestClient(t, testenv.FreeAddr(t), testenv.FreeAddr(t))
 	start = time.Now()
 	ctx, cancel = context.WithTimeout(t.Context(), d)
 	defer cancel()
@@ -235,13 +224,13 @@ func TestClientDeadline(t *testing.T) {
 
 	// UnreachableRounds gives up early when no node is listening, not
 	// when one answers.
-	c = newTestClient(t, downAddr(t), downAddr(t))
+	c = newTestClient(t, testenv.FreeAddr(t), testenv.FreeAddr(t))
 	c.UnreachableRounds = 2
 	start = time.Now()
 	if err := c.Health(t.Context()); time.Since(start) > d || !isCode(err, CodeUnavailable) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("unreachable rounds: %v after %v", err, time.Since(start))
 	}
-	c = newTestClient(t, downAddr(t), busy.URL)
+	c = newTestClient(t, testenv.FreeAddr(t), busy.URL)
 	c.UnreachableRounds, c.Timeout = 1, d
 	start = time.Now()
 	if err := c.Health(t.Context()); time.Since(start) < d || !isCode(err, CodeOverloaded) {
@@ -431,7 +420,7 @@ func TestClientTrainNotResent(t *testing.T) {
 	}
 	// A node that is down got nothing: the next one gets the train.
 	up := newNode(t, func(w http.ResponseWriter, r *http.Request, n int) { okJob(w) })
-	j, err := newTestClient(t, downAddr(t), up.URL).Train(t.Context(), req)
+	j, err := newTestClient(t, testenv.FreeAddr(t), up.URL).Train(t.Context(), req)
 	if err != nil || j.GetId() != "j1" || up.hits.Load() != 1 {
 		t.Fatalf("train past a node that is down: %v, %v after %d hits", j, err, up.hits.Load())
 	}
@@ -459,12 +448,12 @@ func TestClientWatchJobEndpoints(t *testing.T) {
 			return nil
 		})
 	}
-	if err := watch(newTestClient(t, downAddr(t), breaks.URL, ends.URL)); err != nil || len(steps) != 3 || steps[2] != 3 {
+	if err := watch(newTestClient(t, testenv.FreeAddr(t), breaks.URL, ends.URL)); err != nil || len(steps) != 3 || steps[2] != 3 {
 		t.Fatalf("watch: %v, steps %v", err, steps)
 	}
 	// Every node down: the error at once, after one try each.
 	start := time.Now()
-	if err := watch(newTestClient(t, downAddr(t), downAddr(t))); !isCode(err, CodeUnavailable) || time.Since(start) > time.Second {
+	if err := watch(newTestClient(t, testenv.FreeAddr(t), testenv.FreeAddr(t))); !isCode(err, CodeUnavailable) || time.Since(start) > time.Second {
 		t.Fatalf("watch, no node up: %v after %v", err, time.Since(start))
 	}
 	// An unknown job is a refusal: no other node is asked.
@@ -485,7 +474,7 @@ func TestClientConcurrent(t *testing.T) {
 		}
 		writeJSON(w, http.StatusOK, okModel)
 	})
-	c := newTestClient(t, downAddr(t), nd.URL)
+	c := newTestClient(t, testenv.FreeAddr(t), nd.URL)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for range 64 {

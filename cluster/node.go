@@ -104,9 +104,11 @@ type Node struct {
 	svc       *actors.Service
 	svcActor  *actor.PID
 	log       *slog.Logger
-	stop      chan struct{}
-	wg        sync.WaitGroup // the node's goroutines, waited for by Close
-	leaving   atomic.Bool
+	// life ends when the node closes: its goroutines stop.
+	life    context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup // the node's goroutines, waited for by Close
+	leaving atomic.Bool
 }
 
 // Start starts a node serving backbones (each owned by its device actor
@@ -126,11 +128,12 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("lib", "protoactor")
 	}))
-	n := &Node{sys: sys, devices: map[string]*actors.DeviceHandle{}, log: log, stop: make(chan struct{}), rp: cfg.Replica}
+	n := &Node{sys: sys, devices: map[string]*actors.DeviceHandle{}, log: log, rp: cfg.Replica}
+	n.life, n.stop = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
-			close(n.stop)
+			n.stop()
 			n.stopDevices(context.Background())
 			if n.g != nil {
 				n.g.Shutdown(false)
@@ -218,9 +221,9 @@ func Start(ctx context.Context, cfg NodeConfig, store *storage.Store, cat *stora
 	}
 	if cfg.Replica != nil {
 		cfg.Replica.gossip.Store(n.g)
-		n.goRun(func() { n.rejoin(cfg) })
+		n.every(3*time.Second, func() { n.rejoin(cfg) })
 	}
-	n.goRun(n.publishLoad)
+	n.every(100*time.Millisecond, n.publishLoad)
 	var err error
 	if n.svc, err = actors.NewService(n.cl, env, blobs, n.devices, backbones[0].Info().Name); err != nil {
 		return nil, err
@@ -305,68 +308,58 @@ func (n *Node) goRun(f func()) {
 	}()
 }
 
+// every runs f every d until the node closes.
+func (n *Node) every(d time.Duration, f func()) {
+	n.goRun(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.life.Done():
+				return
+			case <-t.C:
+			}
+			f()
+		}
+	})
+}
+
 // rejoin joins the gossip of the nodes the catalog names and gossip does
 // not know (their API answered nothing at start, or a partition healed
-// after memberlist gave them up), every few seconds.
+// after memberlist gave them up): every 3 s.
 func (n *Node) rejoin(cfg NodeConfig) {
-	t := time.NewTicker(3 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
+	nodes, err := cfg.Replica.Catalog().Nodes()
+	if err != nil {
+		return
+	}
+	known := map[string]bool{cfg.Replica.ID(): true}
+	for _, m := range n.g.members() {
+		known[m.Node] = true
+	}
+	var apis []string
+	for _, ni := range nodes {
+		if !known[ni.GetId()] && ni.GetApiAddr() != "" {
+			apis = append(apis, ni.GetApiAddr())
 		}
-		nodes, err := cfg.Replica.Catalog().Nodes()
-		if err != nil {
-			continue
-		}
-		known := map[string]bool{cfg.Replica.ID(): true}
-		for _, m := range n.g.members() {
-			known[m.Node] = true
-		}
-		var apis []string
-		for _, ni := range nodes {
-			if !known[ni.GetId()] && ni.GetApiAddr() != "" {
-				apis = append(apis, ni.GetApiAddr())
-			}
-		}
-		if len(apis) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		go func() { // Close ends the wait
-			select {
-			case <-n.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		s, err := gossipSeeds(ctx, apis, cfg.ClusterKey)
-		cancel()
-		if err == nil && len(s) > 0 {
-			if _, err := n.g.ml.Join(s); err != nil {
-				n.log.Debug("gossip rejoin", "err", err)
-			}
+	}
+	if len(apis) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.life, 2*time.Second) // Close ends the wait
+	defer cancel()
+	if s, err := gossipSeeds(ctx, apis, cfg.ClusterKey); err == nil && len(s) > 0 {
+		if _, err := n.g.ml.Join(s); err != nil {
+			n.log.Debug("gossip rejoin", "err", err)
 		}
 	}
 }
 
-// publishLoad gossips the number of vPLMs this node hosts when it changes
-// (the bounded-load placement reads it), at most ten times a second.
+// publishLoad gossips the number of vPLMs this node hosts when it changed
+// (the bounded-load placement reads it): ten times a second.
 func (n *Node) publishLoad() {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
-		r := n.place.Resident()
-		if err := n.g.setMeta(func(m *memberMeta) { m.Resident = r }); err != nil {
-			n.log.Debug("gossip metadata", "err", err)
-		}
+	r := n.place.Resident()
+	if err := n.g.setMeta(func(m *memberMeta) { m.Resident = r }); err != nil {
+		n.log.Debug("gossip metadata", "err", err)
 	}
 }
 
@@ -393,7 +386,7 @@ func (n *Node) followTenants(rp *Replica, cat *storage.Catalog) {
 	n.goRun(func() {
 		for {
 			select {
-			case <-n.stop:
+			case <-n.life.Done():
 				return
 			case <-kick:
 			}
@@ -490,7 +483,7 @@ func (n *Node) Close(ctx context.Context) error {
 		}
 		errs = append(errs, n.stopDevices(ctx))
 		n.closeErr = errors.Join(errs...)
-		close(n.stop)
+		n.stop()
 		n.wg.Wait()
 		n.g.Shutdown(n.leaving.Load()) // a leaving node says so: peers do not count it dead
 		// protoactor's gossip loop ticks once a day here (quietProtoGossip):

@@ -379,11 +379,12 @@ func (a *placementActor) activation(ctx actor.Context, m *pc.ActivationRequest) 
 		a.spilling[id] = append(waiting, ctx.Sender())
 		return
 	}
-	if len(a.p.ranked(id, "")) == 0 && !a.hosts(id) {
+	cands, loads, b := a.loads(id, self)
+	if len(cands) == 0 && !a.hosts(id) {
 		ctx.Respond(&pc.ActivationResponse{Failed: true})
 		return
 	}
-	steps := a.plan(id, self)
+	steps := a.plan(id, self, cands, loads, b)
 	if len(steps) == 0 || steps[0].addr == self {
 		ctx.Respond(a.spawn(ctx, id))
 		return
@@ -401,8 +402,7 @@ type step struct{ addr, kind string }
 // then asks the others regardless of load. With every step refused, the
 // home activates it itself: over the bound (loads known late, in a burst
 // of first activations) rather than nowhere.
-func (a *placementActor) plan(id, self string) []step {
-	cands, loads, b := a.loads(id, self)
+func (a *placementActor) plan(id, self string, cands []memberView, loads []int, b int) []step {
 	here := a.p.hostable(id)
 	var steps, rest []step
 	for i, c := range cands {

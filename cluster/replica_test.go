@@ -22,6 +22,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/internal/testenv"
 	"github.com/smile-vplm/smile/storage"
 )
 
@@ -73,18 +74,6 @@ func (w *testLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// freePort is a loopback address nobody listens on now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // newReplicaNode opens the node's store and HTTP listener; start starts
 // its replica.
 func newReplicaNode(t *testing.T, name string, o replicaOpts) *replicaNode {
@@ -116,7 +105,7 @@ func newReplicaNode(t *testing.T, name string, o replicaOpts) *replicaNode {
 	cfg.ID = name
 	cfg.Bind = "127.0.0.1:0"
 	if o.fixedBind {
-		cfg.Bind = freePort(t)
+		cfg.Bind = testenv.FreeAddr(t)
 	}
 	cfg.APIAddr = ln.Addr().String()
 	cfg.Dir = filepath.Join(dir, "raft")

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/smile-vplm/smile/api"
+	"github.com/smile-vplm/smile/internal/testenv"
 )
 
 // TestClientUsageErrors: bad flags and arguments of the client commands
@@ -50,7 +51,7 @@ func TestClientUsageErrors(t *testing.T) {
 // TestClientNoServer: with nothing listening, every client command says
 // where it looked and how to start a server.
 func TestClientNoServer(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	for _, args := range [][]string{
 		{"ls"},
 		{"show", "m"},

@@ -80,12 +80,12 @@ func startCluster(t *testing.T, bin string, n int) []*clusterNode {
 	t.Helper()
 	nodes := make([]*clusterNode, n)
 	for i := range nodes {
-		nd := &clusterNode{id: fmt.Sprintf("n%d", i+1), data: nodeData(t, fmt.Sprintf("n%d", i+1)), raft: freeAddr(t)}
+		nd := &clusterNode{id: fmt.Sprintf("n%d", i+1), data: nodeData(t, fmt.Sprintf("n%d", i+1)), raft: testenv.FreeAddr(t)}
 		extra := []string{"--node-id", nd.id, "--raft-addr", nd.raft}
 		if i > 0 {
 			extra = append(extra, "--join", nodes[0].addr)
 		}
-		nd.server = startServerWith(t, bin, nd.data, freeAddr(t), extra...)
+		nd.server = startServerWith(t, bin, nd.data, testenv.FreeAddr(t), extra...)
 		nodes[i] = nd
 	}
 	waitFor(t, 30*time.Second, "cluster of "+fmt.Sprint(n), func() error {
@@ -381,8 +381,8 @@ func TestKillDuringCreates(t *testing.T) {
 	testenv.UseLite(t)
 	bin := buildSmile(t)
 	data := nodeData(t, "n")
-	raft := freeAddr(t)
-	srv := startServerWith(t, bin, data, freeAddr(t), "--raft-addr", raft)
+	raft := testenv.FreeAddr(t)
+	srv := startServerWith(t, bin, data, testenv.FreeAddr(t), "--raft-addr", raft)
 	ctx := t.Context()
 	var (
 		mu    sync.Mutex

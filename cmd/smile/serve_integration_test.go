@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -358,7 +357,7 @@ func testCLI(t *testing.T, bin, data, addr string) {
 	}
 	runSmile(t, bin, data, "", 2, "create", "x", "--task", "summarize", srv)
 	// Nothing listening: the message names the address and `smile serve`.
-	closed := freeAddr(t)
+	closed := testenv.FreeAddr(t)
 	_, stderr = runSmile(t, bin, data, "", 1, "ls", "--server", closed)
 	if !strings.Contains(stderr, closed) || !strings.Contains(stderr, "smile serve") {
 		t.Errorf("no server: stderr %q", stderr)
@@ -531,18 +530,6 @@ func runSmileIn(t *testing.T, bin, data, stdin string, env []string, wantExit in
 	return stdout.String(), stderr.String()
 }
 
-// freeAddr is a loopback address nothing listens on (a port just freed).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // server is a `smile serve` subprocess.
 type server struct {
 	cmd    *exec.Cmd
@@ -555,7 +542,7 @@ type server struct {
 // startServer starts `smile serve` on data and waits until it answers.
 func startServer(t *testing.T, bin, data string) *server {
 	t.Helper()
-	return startServerWith(t, bin, data, freeAddr(t))
+	return startServerWith(t, bin, data, testenv.FreeAddr(t))
 }
 
 // startServerWith starts `smile serve` on data at addr, with more flags.

@@ -23,6 +23,7 @@ import (
 	"github.com/smile-vplm/smile/api"
 	"github.com/smile-vplm/smile/api/smilepb"
 	"github.com/smile-vplm/smile/internal/datasets"
+	"github.com/smile-vplm/smile/internal/testenv"
 )
 
 // TestTableUsageErrors: bad flags and arguments of the table commands and
@@ -34,7 +35,7 @@ func TestTableUsageErrors(t *testing.T) {
 	if err := os.WriteFile(odd, []byte("a text\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	closed := freeAddr(t)
+	closed := testenv.FreeAddr(t)
 	for _, args := range [][]string{
 		{"table", "nope"},
 		{"table", "build"},
@@ -66,7 +67,7 @@ func TestTableUsageErrors(t *testing.T) {
 // TestTableNoServer: with nothing listening, the table commands say where
 // they looked, like every client command.
 func TestTableNoServer(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	for _, args := range [][]string{
 		{"table", "build", "--data", "imdb"},
 		{"table", "ls"},

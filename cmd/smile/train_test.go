@@ -23,6 +23,7 @@ import (
 
 	"github.com/smile-vplm/smile/api"
 	"github.com/smile-vplm/smile/api/smilepb"
+	"github.com/smile-vplm/smile/internal/testenv"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite cmd/smile/testdata/*.golden")
@@ -172,7 +173,7 @@ func TestTrainUsageErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	closed := freeAddr(t)
+	closed := testenv.FreeAddr(t)
 	for _, args := range [][]string{
 		{"train"},
 		{"train", "m"},
@@ -213,7 +214,7 @@ func TestTrainUsageErrors(t *testing.T) {
 // TestTrainNoServer: with nothing listening, the training commands say
 // where they looked, like every client command.
 func TestTrainNoServer(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	for _, args := range [][]string{
 		{"train", "m", "--data", "imdb"},
 		{"eval", "m", "--data", "imdb"},

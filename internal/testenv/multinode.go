@@ -1,6 +1,9 @@
 package testenv
 
-import "testing"
+import (
+	"net"
+	"testing"
+)
 
 // SkipMultiNodeUnderRace skips a test that runs several cluster nodes in
 // one process when the race detector is on: protoactor-go's Remote.Start
@@ -15,4 +18,17 @@ func SkipMultiNodeUnderRace(t testing.TB) {
 	if Race {
 		t.Skip("several nodes in one process race inside protoactor-go's Remote.Start (grpclog.SetLoggerV2); `make multinode` runs this without -race")
 	}
+}
+
+// FreeAddr is a loopback address nothing listens on: a port just freed
+// (a dial to it is refused until someone takes it).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
